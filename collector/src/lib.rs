@@ -1,0 +1,170 @@
+//! collector: where business messages enter Herald.
+//!
+//! A message arrives over HTTP or on the ingest topic, is validated, and is
+//! appended to the message store (MongoDB) before anyone is told it was
+//! accepted. Only then is it published, one event per recipient stream, to the
+//! events topic. A message that could not be published stays marked
+//! unpublished in the store, and the outbox publishes it later: acceptance is
+//! the store's word, never the log's.
+
+mod http;
+mod ingest;
+mod metrics;
+mod outbox;
+mod publisher;
+mod writer;
+
+use clap::Args;
+use herald_common::config::InfraArgs;
+use herald_common::envelope::Limits;
+use herald_common::kafka::KafkaLog;
+use herald_common::log::Log;
+use herald_common::mongo_store::MongoStore;
+use herald_common::store::MessageStore;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use metrics::Metrics;
+
+/// collector's configuration.
+#[derive(Args, Clone, Debug)]
+pub struct Config {
+    /// Address of the HTTP API.
+    #[arg(long, env = "HERALD_COLLECTOR_ADDR", default_value = "127.0.0.1:7002")]
+    pub addr: SocketAddr,
+
+    #[command(flatten)]
+    pub infra: InfraArgs,
+
+    /// API key business systems present.
+    #[arg(long, env = "HERALD_API_KEY", hide_env_values = true)]
+    pub api_key: String,
+
+    /// Largest accepted payload, bytes of JSON text.
+    #[arg(long, env = "HERALD_MAX_PAYLOAD_BYTES", default_value_t = 64 * 1024)]
+    pub max_payload_bytes: usize,
+
+    /// Largest accepted request body (a batch), bytes.
+    #[arg(long, env = "HERALD_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// How long an unpublished message waits before the outbox publishes it.
+    #[arg(long, env = "HERALD_OUTBOX_GRACE_MS", default_value_t = 3000)]
+    pub outbox_grace_ms: u64,
+
+    /// Do not consume the ingest topic (HTTP only).
+    #[arg(long, env = "HERALD_NO_INGEST")]
+    pub no_ingest: bool,
+
+    /// Test hook: exit abruptly after storing a message and before publishing
+    /// it, as a crash at the worst moment would.
+    #[arg(long, env = "HERALD_FAULT_CRASH_AFTER_STORE", hide = true)]
+    pub fault_crash_after_store: bool,
+}
+
+impl Config {
+    fn limits(&self) -> Limits {
+        Limits {
+            max_payload_bytes: self.max_payload_bytes,
+            ..Limits::default()
+        }
+    }
+}
+
+/// Everything the collector's tasks share.
+pub(crate) struct Collector {
+    config: Config,
+    limits: Limits,
+    store: Arc<dyn MessageStore>,
+    writer: writer::WriterHandle,
+    metrics: Arc<Metrics>,
+    /// True once the collector reads its ingest partitions (or has none to read).
+    ingest_ready: watch::Sender<bool>,
+}
+
+impl Collector {
+    /// Mirrors the ingest consumer's assignment into the readiness flag.
+    fn watch_ingest_assignment(&self, mut assigned: watch::Receiver<bool>) {
+        let ready = self.ingest_ready.clone();
+        tokio::spawn(async move {
+            if assigned.wait_for(|a| *a).await.is_ok() {
+                ready.send_replace(true);
+            }
+        });
+    }
+}
+
+/// Creates the topics the collector reads and writes, retrying while the log
+/// is unreachable: HTTP ingestion works meanwhile (the outbox holds messages).
+async fn ensure_topics(log: Arc<dyn Log>, topics: Vec<String>, partitions: i32) {
+    for topic in topics {
+        while let Err(e) = log.ensure_topic(&topic, partitions).await {
+            tracing::warn!(%topic, error = %e, "cannot create topic; retrying");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+/// Runs the collector on MongoDB and Kafka until the process ends.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let store: Arc<dyn MessageStore> = Arc::new(
+        MongoStore::connect(&config.infra.mongo_uri, &config.infra.names().database()).await?,
+    );
+    let log: Arc<dyn Log> = Arc::new(KafkaLog::connect(config.infra.kafka())?);
+    run_with(config, store, log).await
+}
+
+/// Runs the collector on the given store and log: the cluster passes MongoDB
+/// and Kafka, the single-process mode its embedded ones.
+pub async fn run_with(
+    config: Config,
+    store: Arc<dyn MessageStore>,
+    log: Arc<dyn Log>,
+) -> anyhow::Result<()> {
+    let names = config.infra.names();
+    let metrics = Arc::new(Metrics::default());
+    let publisher = publisher::spawn(
+        log.clone(),
+        store.clone(),
+        names.events_topic(),
+        metrics.clone(),
+    );
+    let writer = writer::spawn(
+        store.clone(),
+        publisher.clone(),
+        config.fault_crash_after_store,
+    );
+    let collector = Arc::new(Collector {
+        limits: config.limits(),
+        config: config.clone(),
+        store: store.clone(),
+        writer,
+        metrics,
+        ingest_ready: watch::channel(config.no_ingest).0,
+    });
+
+    tokio::spawn(outbox::run(
+        store.clone(),
+        publisher,
+        Duration::from_millis(config.outbox_grace_ms),
+    ));
+    let topics = vec![names.events_topic(), names.ingest_topic()];
+    let startup_log = log.clone();
+    let ingest_collector = collector.clone();
+    let partitions = config.infra.partitions;
+    let no_ingest = config.no_ingest;
+    tokio::spawn(async move {
+        ensure_topics(startup_log.clone(), topics, partitions).await;
+        if !no_ingest {
+            ingest::run(ingest_collector, startup_log).await;
+        }
+    });
+
+    let listener = TcpListener::bind(config.addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, "collector listening");
+    axum::serve(listener, http::router(collector)).await?;
+    Ok(())
+}

@@ -1,0 +1,33 @@
+//! The outbox relay: publishes stored messages that were never marked
+//! published (the log was down, the queue was full, or a collector died
+//! between storing and publishing). Every collector runs one; two relays
+//! publishing the same message make a duplicate that readers drop by seq.
+
+use crate::publisher::PublisherHandle;
+use herald_common::store::MessageStore;
+use std::sync::Arc;
+use std::time::Duration;
+
+const PAGE: usize = 500;
+
+pub async fn run(store: Arc<dyn MessageStore>, publisher: PublisherHandle, grace: Duration) {
+    let publisher = publisher.publisher();
+    let pause = (grace / 2).max(Duration::from_millis(200));
+    loop {
+        match store.unpublished(grace.as_millis() as i64, PAGE).await {
+            Ok(pending) if !pending.is_empty() => {
+                let count = pending.len();
+                let published = publisher.publish(pending).await;
+                tracing::info!(count, published, "outbox published stored messages");
+                crate::Metrics::inc(&publisher.metrics().outbox_published, published as u64);
+                // A full page that went through: more may be waiting.
+                if count == PAGE && published == count {
+                    continue;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "outbox cannot read the store"),
+        }
+        tokio::time::sleep(pause).await;
+    }
+}

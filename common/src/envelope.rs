@@ -1,0 +1,293 @@
+//! What a message looks like on its way through Herald.
+//!
+//! A business system submits a [`Submission`] (over HTTP or as a record on the
+//! ingest topic: the same JSON either way). The collector stores it and, for
+//! every stream it was appended to, publishes one [`Event`] to the events
+//! topic; the dispatcher forwards that same event to node topics and the
+//! pusher turns it into a `msg` frame.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::collections::BTreeSet;
+
+/// Limits applied to every submission, whichever path it came by.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest accepted `payload`, in bytes of its JSON text.
+    pub max_payload_bytes: usize,
+    /// Most recipients one message may name.
+    pub max_recipients: usize,
+    /// Longest accepted user id or idempotency key, in bytes.
+    pub max_id_bytes: usize,
+    /// Longest retention a submission may ask for.
+    pub max_ttl_secs: u64,
+    /// Retention when a submission names none.
+    pub default_ttl_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_payload_bytes: 64 * 1024,
+            max_recipients: 10_000,
+            max_id_bytes: 256,
+            max_ttl_secs: 90 * 24 * 3600,
+            default_ttl_secs: 7 * 24 * 3600,
+        }
+    }
+}
+
+/// The wire form of a submission, before validation.
+#[derive(Deserialize)]
+struct SubmissionWire {
+    to: TargetWire,
+    payload: Box<RawValue>,
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    ttl_secs: Option<u64>,
+    #[serde(default)]
+    from: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TargetWire {
+    users: Vec<String>,
+}
+
+/// A validated business message: who it is for and what it says.
+#[derive(Clone, Debug)]
+pub struct Submission {
+    /// Distinct recipients, in the order first named.
+    pub users: Vec<String>,
+    /// The payload's JSON text, exactly as submitted.
+    pub payload: Box<RawValue>,
+    /// Idempotency key: a second submission with the same key is the same message.
+    pub key: Option<String>,
+    /// How long the message is kept for replay.
+    pub ttl_secs: u64,
+    /// The sender, when a user (rather than a business system) sent it.
+    pub from: Option<String>,
+}
+
+/// Why a submission was refused. The text is shown to the submitter, so it
+/// names the field at fault.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Invalid {
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    #[error("`to.users` must name at least one user")]
+    NoRecipients,
+    #[error("`to.users` names {count} users; the limit is {limit}")]
+    TooManyRecipients { count: usize, limit: usize },
+    #[error("`to.users` holds an invalid user id: {0}")]
+    BadUser(String),
+    #[error("`payload` is {size} bytes; the limit is {limit}")]
+    PayloadTooLarge { size: usize, limit: usize },
+    #[error("`key` must be 1 to {0} bytes")]
+    BadKey(usize),
+    #[error("`ttl_secs` must be 1 to {0}")]
+    BadTtl(u64),
+}
+
+impl Invalid {
+    /// Whether the fault is the payload's size (HTTP 413) rather than its form (400).
+    pub fn is_too_large(&self) -> bool {
+        matches!(self, Invalid::PayloadTooLarge { .. })
+    }
+}
+
+/// Checks that a user id can be used as a stream name and Redis key: non-empty,
+/// bounded, and free of whitespace and control characters.
+pub fn valid_user_id(user: &str, limits: &Limits) -> bool {
+    !user.is_empty()
+        && user.len() <= limits.max_id_bytes
+        && !user.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+impl Submission {
+    /// Parses and validates one submission from its JSON text.
+    pub fn parse(json: &[u8], limits: &Limits) -> Result<Self, Invalid> {
+        let wire: SubmissionWire =
+            serde_json::from_slice(json).map_err(|e| Invalid::Malformed(e.to_string()))?;
+        Self::validate(wire, limits)
+    }
+
+    /// Parses a JSON array of submissions; one bad element refuses the batch,
+    /// naming its index, so that nothing of a bad batch is stored.
+    pub fn parse_batch(json: &[u8], limits: &Limits) -> Result<Vec<Self>, Invalid> {
+        let wires: Vec<Box<RawValue>> =
+            serde_json::from_slice(json).map_err(|e| Invalid::Malformed(e.to_string()))?;
+        wires
+            .iter()
+            .enumerate()
+            .map(|(i, raw)| {
+                Self::parse(raw.get().as_bytes(), limits).map_err(|e| match e {
+                    Invalid::Malformed(m) => Invalid::Malformed(format!("element {i}: {m}")),
+                    other => other,
+                })
+            })
+            .collect()
+    }
+
+    fn validate(wire: SubmissionWire, limits: &Limits) -> Result<Self, Invalid> {
+        let mut seen = BTreeSet::new();
+        let mut users = Vec::with_capacity(wire.to.users.len());
+        for user in wire.to.users {
+            if !valid_user_id(&user, limits) {
+                return Err(Invalid::BadUser(user));
+            }
+            if seen.insert(user.clone()) {
+                users.push(user);
+            }
+        }
+        if users.is_empty() {
+            return Err(Invalid::NoRecipients);
+        }
+        if users.len() > limits.max_recipients {
+            return Err(Invalid::TooManyRecipients {
+                count: users.len(),
+                limit: limits.max_recipients,
+            });
+        }
+        let size = wire.payload.get().len();
+        if size > limits.max_payload_bytes {
+            return Err(Invalid::PayloadTooLarge {
+                size,
+                limit: limits.max_payload_bytes,
+            });
+        }
+        if let Some(key) = &wire.key
+            && (key.is_empty() || key.len() > limits.max_id_bytes)
+        {
+            return Err(Invalid::BadKey(limits.max_id_bytes));
+        }
+        let ttl_secs = wire.ttl_secs.unwrap_or(limits.default_ttl_secs);
+        if ttl_secs == 0 || ttl_secs > limits.max_ttl_secs {
+            return Err(Invalid::BadTtl(limits.max_ttl_secs));
+        }
+        if let Some(from) = &wire.from
+            && !valid_user_id(from, limits)
+        {
+            return Err(Invalid::BadUser(from.clone()));
+        }
+        Ok(Self {
+            users,
+            payload: wire.payload,
+            key: wire.key,
+            ttl_secs,
+            from: wire.from,
+        })
+    }
+}
+
+/// A stream's storage name: `user:<id>` for one user's inbox. Streams are the
+/// unit of ordering: each has its own gapless `seq`.
+pub fn user_stream(user: &str) -> String {
+    format!("user:{user}")
+}
+
+/// The user whose inbox `stream` is, if it is a user stream.
+pub fn stream_user(stream: &str) -> Option<&str> {
+    stream.strip_prefix("user:")
+}
+
+/// One message appended to one stream: what travels on the events topic and
+/// the node topics, and what replay reads back from the store.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Event {
+    /// The message id (UUIDv7, time-ordered), shared by every stream the
+    /// message was appended to.
+    pub id: String,
+    /// Storage name of the stream, e.g. `user:u1`.
+    pub stream: String,
+    /// Position in the stream: 1, 2, 3... without gaps.
+    pub seq: u64,
+    /// When the collector accepted it, unix milliseconds.
+    pub ts: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    pub payload: Box<RawValue>,
+}
+
+impl Event {
+    /// The events-topic key: the stream, so that one stream's events share a
+    /// partition and keep their order.
+    pub fn partition_key(&self) -> &str {
+        &self.stream
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits::default()
+    }
+
+    #[test]
+    fn accepts_a_plain_message_and_dedups_recipients() {
+        let s = Submission::parse(
+            br#"{"to":{"users":["u1","u2","u1"]},"payload":{"a":1},"key":"k"}"#,
+            &limits(),
+        )
+        .unwrap();
+        assert_eq!(s.users, vec!["u1", "u2"]);
+        assert_eq!(s.payload.get(), r#"{"a":1}"#);
+        assert_eq!(s.key.as_deref(), Some("k"));
+        assert_eq!(s.ttl_secs, 7 * 24 * 3600);
+    }
+
+    #[test]
+    fn refuses_each_bad_input_with_its_reason() {
+        let l = limits();
+        assert!(matches!(
+            Submission::parse(b"{not json", &l),
+            Err(Invalid::Malformed(_))
+        ));
+        let missing_to = Submission::parse(br#"{"payload":1}"#, &l).unwrap_err();
+        assert!(missing_to.to_string().contains("`to`"), "{missing_to}");
+        assert_eq!(
+            Submission::parse(br#"{"to":{"users":[]},"payload":1}"#, &l).unwrap_err(),
+            Invalid::NoRecipients
+        );
+        assert!(matches!(
+            Submission::parse(br#"{"to":{"users":["a b"]},"payload":1}"#, &l),
+            Err(Invalid::BadUser(_))
+        ));
+        assert!(matches!(
+            Submission::parse(br#"{"to":{"user":["a"]},"payload":1}"#, &l),
+            Err(Invalid::Malformed(_))
+        ));
+        let big = format!(
+            r#"{{"to":{{"users":["a"]}},"payload":"{}"}}"#,
+            "x".repeat(70_000)
+        );
+        let err = Submission::parse(big.as_bytes(), &l).unwrap_err();
+        assert!(err.is_too_large());
+    }
+
+    #[test]
+    fn a_bad_batch_element_names_its_index() {
+        let err = Submission::parse_batch(
+            br#"[{"to":{"users":["a"]},"payload":1},{"payload":2}]"#,
+            &limits(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("element 1"), "{err}");
+    }
+
+    #[test]
+    fn event_round_trips_with_payload_text_untouched() {
+        let e: Event = serde_json::from_str(
+            r#"{"id":"x","stream":"user:u1","seq":3,"ts":5,"payload":{"b": 1.50}}"#,
+        )
+        .unwrap();
+        assert_eq!(e.payload.get(), r#"{"b": 1.50}"#);
+        assert_eq!(stream_user(&e.stream), Some("u1"));
+        let back = serde_json::to_string(&e).unwrap();
+        assert!(back.contains(r#""payload":{"b": 1.50}"#), "{back}");
+    }
+}

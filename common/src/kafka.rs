@@ -1,0 +1,228 @@
+//! [`Log`] on Apache Kafka, through librdkafka (bundled with the rdkafka crate).
+//!
+//! Producers are idempotent with `acks=all`, so a publish that reports `Ok` is
+//! on every in-sync replica and a retried send is not written twice by the
+//! broker. Consumers never auto-commit: services commit explicitly once a
+//! record's effects are durable elsewhere.
+
+use crate::log::{Log, LogConsumer, LogError, OutgoingRecord, Record, StartAt};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::future::join_all;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::util::Timeout;
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// How to reach the cluster.
+#[derive(Clone, Debug)]
+pub struct KafkaConfig {
+    pub brokers: String,
+    /// Bound on one publish, queueing and retries included.
+    pub timeout: Duration,
+    /// Replication factor of topics this client creates.
+    pub replication: i32,
+}
+
+/// A Kafka client: one idempotent producer shared by all publishes, plus an
+/// admin client for topic creation; consumers are created per group.
+pub struct KafkaLog {
+    config: KafkaConfig,
+    producer: FutureProducer,
+    admin: AdminClient<DefaultClientContext>,
+}
+
+fn unavailable(e: KafkaError) -> LogError {
+    LogError::Unavailable(e.to_string())
+}
+
+impl KafkaLog {
+    pub fn connect(config: KafkaConfig) -> Result<Self, LogError> {
+        let timeout_ms = config.timeout.as_millis().to_string();
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &config.brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("message.timeout.ms", &timeout_ms)
+            .set("linger.ms", "2")
+            // The Java client's partitioner, so that business producers using
+            // it place one key in the same partition as Herald does.
+            .set("partitioner", "murmur2_random")
+            .create()
+            .map_err(unavailable)?;
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &config.brokers)
+            .create()
+            .map_err(unavailable)?;
+        Ok(Self {
+            config,
+            producer,
+            admin,
+        })
+    }
+}
+
+#[async_trait]
+impl Log for KafkaLog {
+    async fn ensure_topic(&self, topic: &str, partitions: i32) -> Result<(), LogError> {
+        let new = NewTopic::new(
+            topic,
+            partitions,
+            TopicReplication::Fixed(self.config.replication),
+        );
+        let options = AdminOptions::new().operation_timeout(Some(self.config.timeout));
+        let results = self
+            .admin
+            .create_topics([&new], &options)
+            .await
+            .map_err(unavailable)?;
+        for result in results {
+            match result {
+                Ok(_) => {}
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => {
+                    return Err(LogError::Other(format!("creating topic {name}: {code}")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn publish(&self, records: Vec<OutgoingRecord>) -> Vec<Result<(), LogError>> {
+        let sends = records.iter().map(|r| {
+            let record = FutureRecord::to(&r.topic).key(&r.key).payload(&r.value[..]);
+            self.producer
+                .send(record, Timeout::After(self.config.timeout))
+        });
+        join_all(sends)
+            .await
+            .into_iter()
+            .map(|result| result.map(|_| ()).map_err(|(e, _)| unavailable(e)))
+            .collect()
+    }
+
+    async fn consume(
+        &self,
+        group: &str,
+        topics: &[String],
+        start: StartAt,
+    ) -> Result<Box<dyn LogConsumer>, LogError> {
+        let (assigned_tx, assigned) = watch::channel(false);
+        let consumer: StreamConsumer<GroupContext> = ClientConfig::new()
+            .set("bootstrap.servers", &self.config.brokers)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set(
+                "auto.offset.reset",
+                match start {
+                    StartAt::Earliest => "earliest",
+                    StartAt::Latest => "latest",
+                },
+            )
+            // Short enough that a killed member's partitions move to a live one
+            // within seconds, long enough to ride out a busy machine.
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000")
+            .set("fetch.wait.max.ms", "100")
+            .set("enable.partition.eof", "false")
+            .create_with_context(GroupContext {
+                assigned: assigned_tx,
+            })
+            .map_err(unavailable)?;
+        let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topic_refs).map_err(unavailable)?;
+        Ok(Box::new(KafkaConsumer { consumer, assigned }))
+    }
+}
+
+/// Reports assignments so that services can say when they are really reading.
+struct GroupContext {
+    assigned: watch::Sender<bool>,
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(partitions) => {
+                tracing::info!(partitions = partitions.count(), "partitions assigned");
+                self.assigned.send_replace(true);
+            }
+            Rebalance::Revoke(partitions) => {
+                tracing::info!(partitions = partitions.count(), "partitions revoked");
+            }
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        }
+    }
+}
+
+struct KafkaConsumer {
+    consumer: StreamConsumer<GroupContext>,
+    assigned: watch::Receiver<bool>,
+}
+
+fn owned(m: &rdkafka::message::BorrowedMessage<'_>) -> Record {
+    Record {
+        topic: m.topic().to_string(),
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().map(Bytes::copy_from_slice),
+        value: m.payload().map(Bytes::copy_from_slice).unwrap_or_default(),
+    }
+}
+
+#[async_trait]
+impl LogConsumer for KafkaConsumer {
+    async fn next_batch(&mut self, max: usize, linger: Duration) -> Result<Vec<Record>, LogError> {
+        let first = self.consumer.recv().await.map_err(unavailable)?;
+        let mut batch = vec![owned(&first)];
+        drop(first);
+        let deadline = Instant::now() + linger;
+        while batch.len() < max {
+            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                Ok(Ok(m)) => batch.push(owned(&m)),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "consumer error while batching");
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        Ok(batch)
+    }
+
+    fn commit(&mut self, records: &[Record]) -> Result<(), LogError> {
+        let mut next: HashMap<(&str, i32), i64> = HashMap::new();
+        for r in records {
+            let slot = next.entry((r.topic.as_str(), r.partition)).or_insert(0);
+            *slot = (*slot).max(r.offset + 1);
+        }
+        if next.is_empty() {
+            return Ok(());
+        }
+        let mut list = TopicPartitionList::new();
+        for ((topic, partition), offset) in next {
+            list.add_partition_offset(topic, partition, Offset::Offset(offset))
+                .map_err(unavailable)?;
+        }
+        self.consumer
+            .commit(&list, CommitMode::Async)
+            .map_err(unavailable)
+    }
+
+    fn assigned(&self) -> watch::Receiver<bool> {
+        self.assigned.clone()
+    }
+}

@@ -1,0 +1,98 @@
+//! The log: an ordered, partitioned, durable sequence of records (Kafka in a
+//! cluster).
+//!
+//! Herald moves every message through the log twice (events topic, then a node
+//! topic) and reads business messages from it once (ingest topic). What the
+//! services rely on, and every implementation must give:
+//!
+//! * **Order**: records published with the same key land in the same partition
+//!   and are read back in publish order. Records with different keys have no
+//!   relative order.
+//! * **Durability**: [`Log::publish`] reports `Ok` for a record only once the
+//!   log has it durably (Kafka: `acks=all`). A record whose result is `Err` may
+//!   or may not have been written: callers that must not lose it keep their
+//!   own copy (the collector's outbox) and publish again, so readers must
+//!   tolerate duplicates.
+//! * **At-least-once consumption**: a consumer group member receives every
+//!   record of its assigned partitions from the group's committed position on.
+//!   Records after the last [`LogConsumer::commit`] may be delivered again
+//!   after a crash or a rebalance, never skipped.
+//! * **Errors**: a publish to an unreachable log fails within the configured
+//!   timeout rather than hanging; a consumer whose log is unreachable keeps
+//!   retrying and resumes from its committed position.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// A record to append.
+#[derive(Clone, Debug)]
+pub struct OutgoingRecord {
+    pub topic: String,
+    /// Partitioning key: records with one key keep their order.
+    pub key: String,
+    pub value: Bytes,
+}
+
+/// A record read back, with the position needed to commit past it.
+#[derive(Clone, Debug)]
+pub struct Record {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Bytes>,
+    pub value: Bytes,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("log unavailable: {0}")]
+    Unavailable(String),
+    #[error("log error: {0}")]
+    Other(String),
+}
+
+/// Where a consumer group with no committed position starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartAt {
+    /// The oldest record still in the log.
+    Earliest,
+    /// Only records published after the group first joins.
+    Latest,
+}
+
+#[async_trait]
+pub trait Log: Send + Sync + 'static {
+    /// Creates `topic` with `partitions` partitions unless it exists. Never
+    /// changes an existing topic.
+    async fn ensure_topic(&self, topic: &str, partitions: i32) -> Result<(), LogError>;
+
+    /// Appends records and waits for each to be durable or to fail. The
+    /// result at index i belongs to record i.
+    async fn publish(&self, records: Vec<OutgoingRecord>) -> Vec<Result<(), LogError>>;
+
+    /// Joins consumer group `group` on `topics`.
+    async fn consume(
+        &self,
+        group: &str,
+        topics: &[String],
+        start: StartAt,
+    ) -> Result<Box<dyn LogConsumer>, LogError>;
+}
+
+#[async_trait]
+pub trait LogConsumer: Send {
+    /// Waits for at least one record, then gathers more for up to `linger`
+    /// (at most `max`). Records of one partition come in log order.
+    async fn next_batch(&mut self, max: usize, linger: Duration) -> Result<Vec<Record>, LogError>;
+
+    /// Commits the group's position past every record in `records`: after a
+    /// restart the group resumes after them. Call only once their processing is
+    /// complete; committing is what turns at-least-once into "not again".
+    fn commit(&mut self, records: &[Record]) -> Result<(), LogError>;
+
+    /// Becomes `true` once the group has given this member its partitions
+    /// (possibly none), i.e. once the consumer is actually reading.
+    fn assigned(&self) -> watch::Receiver<bool>;
+}

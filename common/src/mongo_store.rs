@@ -1,0 +1,630 @@
+//! [`MessageStore`] on MongoDB (a replica set: transactions need one).
+//!
+//! Collections (database = the namespace):
+//!
+//! * `streams`: `{_id: <stream>, head, epoch, delivered, acked, created_at}`:
+//!   one document per stream, whose `head` is the seq counter.
+//! * `entries`: `{stream, seq, id, ts, from, payload, expires_at}`: one per
+//!   (message, stream); unique on `(stream, seq)`; `payload` is the JSON text
+//!   as submitted, so replay sends back exactly what was accepted.
+//! * `messages`: `{_id: <id>, ts, from, deliveries: [{stream, seq}], published,
+//!   expires_at}`: one per message; `published: false` is the outbox.
+//! * `idempotency`: `{_id: <key>, id, recipients, expires_at}`.
+//!
+//! An append is one transaction: counters stepped with `$inc`, entries,
+//! messages and keys inserted, committed with majority journaled write
+//! concern. Two collectors stepping one counter conflict; the loser's
+//! transaction is retried, so seqs are unique and gapless.
+
+use crate::envelope::Event;
+use crate::store::{
+    Appended, DeliveryStatus, MessageStatus, MessageStore, NewMessage, StoreError, StreamInfo,
+    StreamProgress,
+};
+use crate::time::now_ms;
+use async_trait::async_trait;
+use futures::TryStreamExt;
+use mongodb::bson::{DateTime, Document, doc};
+use mongodb::error::{
+    Error as MongoError, TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT,
+};
+use mongodb::options::{Acknowledgment, ClientOptions, IndexOptions, ReturnDocument, WriteConcern};
+use mongodb::{Client, ClientSession, Collection, Database, IndexModel};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+/// How many times a conflicting transaction is retried before the append
+/// reports the store unavailable.
+const MAX_TRANSACTION_ATTEMPTS: u32 = 50;
+
+#[derive(Serialize, Deserialize)]
+struct EntryDoc {
+    stream: String,
+    seq: i64,
+    id: String,
+    ts: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    from: Option<String>,
+    payload: String,
+    expires_at: DateTime,
+}
+
+#[derive(Serialize, Deserialize)]
+struct DeliveryDoc {
+    stream: String,
+    seq: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct MessageDoc {
+    #[serde(rename = "_id")]
+    id: String,
+    ts: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    from: Option<String>,
+    deliveries: Vec<DeliveryDoc>,
+    published: bool,
+    expires_at: DateTime,
+}
+
+#[derive(Serialize, Deserialize)]
+struct KeyDoc {
+    #[serde(rename = "_id")]
+    key: String,
+    id: String,
+    recipients: i64,
+    expires_at: DateTime,
+}
+
+#[derive(Deserialize)]
+struct StreamDoc {
+    #[serde(default)]
+    head: i64,
+    epoch: String,
+    #[serde(default)]
+    acked: i64,
+}
+
+pub struct MongoStore {
+    client: Client,
+    streams: Collection<StreamDoc>,
+    entries: Collection<EntryDoc>,
+    messages: Collection<MessageDoc>,
+    keys: Collection<KeyDoc>,
+}
+
+fn unavailable(e: MongoError) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn new_epoch() -> String {
+    format!("{:08x}", rand::random::<u32>())
+}
+
+fn entry_event(e: EntryDoc) -> Result<Event, StoreError> {
+    let payload = RawValue::from_string(e.payload)
+        .map_err(|err| StoreError::Unavailable(format!("stored payload is not JSON: {err}")))?;
+    Ok(Event {
+        id: e.id,
+        stream: e.stream,
+        seq: e.seq as u64,
+        ts: e.ts,
+        from: e.from,
+        payload,
+    })
+}
+
+impl MongoStore {
+    /// Connects and makes sure the indexes exist. Server selection is short so
+    /// that a store that is down turns into a prompt 503, not a hung request.
+    pub async fn connect(uri: &str, database: &str) -> Result<Self, StoreError> {
+        let mut options = ClientOptions::parse(uri).await.map_err(unavailable)?;
+        options
+            .server_selection_timeout
+            .get_or_insert(Duration::from_secs(3));
+        options
+            .connect_timeout
+            .get_or_insert(Duration::from_secs(3));
+        options.app_name.get_or_insert_with(|| "herald".to_string());
+        let client = Client::with_options(options).map_err(unavailable)?;
+        let db = client.database(database);
+        let store = Self {
+            streams: db.collection("streams"),
+            entries: db.collection("entries"),
+            messages: db.collection("messages"),
+            keys: db.collection("idempotency"),
+            client,
+        };
+        store.create_indexes(&db).await?;
+        Ok(store)
+    }
+
+    async fn create_indexes(&self, _db: &Database) -> Result<(), StoreError> {
+        let ttl = || IndexOptions::builder().expire_after(Duration::ZERO).build();
+        self.entries
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! {"stream": 1, "seq": 1})
+                    .options(IndexOptions::builder().unique(true).build())
+                    .build(),
+            )
+            .await
+            .map_err(unavailable)?;
+        self.entries
+            .create_index(IndexModel::builder().keys(doc! {"id": 1}).build())
+            .await
+            .map_err(unavailable)?;
+        self.entries
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! {"expires_at": 1})
+                    .options(ttl())
+                    .build(),
+            )
+            .await
+            .map_err(unavailable)?;
+        self.messages
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! {"published": 1, "ts": 1})
+                    .build(),
+            )
+            .await
+            .map_err(unavailable)?;
+        self.messages
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! {"expires_at": 1})
+                    .options(ttl())
+                    .build(),
+            )
+            .await
+            .map_err(unavailable)?;
+        self.keys
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! {"expires_at": 1})
+                    .options(ttl())
+                    .build(),
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    fn durable() -> WriteConcern {
+        WriteConcern::builder()
+            .w(Acknowledgment::Majority)
+            .journal(true)
+            .build()
+    }
+
+    /// The body of one append transaction.
+    async fn append_in(
+        &self,
+        session: &mut ClientSession,
+        batch: &[NewMessage],
+    ) -> Result<Vec<Appended>, MongoError> {
+        let ts = now_ms();
+
+        // Keys already stored, and keys repeated inside this batch, resolve to
+        // the first message that carried them.
+        let keys: Vec<&str> = batch.iter().filter_map(|m| m.key.as_deref()).collect();
+        let mut known: HashMap<String, (String, usize)> = HashMap::new();
+        if !keys.is_empty() {
+            let mut cursor = self
+                .keys
+                .find(doc! {"_id": {"$in": &keys}})
+                .session(&mut *session)
+                .await?;
+            while let Some(k) = cursor.next(&mut *session).await.transpose()? {
+                known.insert(k.key, (k.id, k.recipients as usize));
+            }
+        }
+
+        let mut results: Vec<Appended> = Vec::with_capacity(batch.len());
+        let mut fresh: Vec<usize> = Vec::new();
+        for (i, m) in batch.iter().enumerate() {
+            if let Some((id, recipients)) = m.key.as_ref().and_then(|k| known.get(k)) {
+                results.push(Appended {
+                    id: id.clone(),
+                    recipients: *recipients,
+                    duplicate: true,
+                    events: Vec::new(),
+                });
+                continue;
+            }
+            let id = uuid::Uuid::now_v7().to_string();
+            if let Some(k) = &m.key {
+                known.insert(k.clone(), (id.clone(), m.streams.len()));
+            }
+            results.push(Appended {
+                id,
+                recipients: m.streams.len(),
+                duplicate: false,
+                events: Vec::with_capacity(m.streams.len()),
+            });
+            fresh.push(i);
+        }
+        if fresh.is_empty() {
+            return Ok(results);
+        }
+
+        // Step each stream's counter once for the whole batch, in a fixed
+        // order so concurrent appenders conflict early rather than late.
+        let mut per_stream: BTreeMap<&str, i64> = BTreeMap::new();
+        for &i in &fresh {
+            for s in &batch[i].streams {
+                *per_stream.entry(s.as_str()).or_insert(0) += 1;
+            }
+        }
+        let mut next_seq: HashMap<&str, i64> = HashMap::new();
+        for (stream, count) in &per_stream {
+            let updated = self
+                .streams
+                .find_one_and_update(
+                    doc! {"_id": *stream},
+                    doc! {
+                        "$inc": {"head": *count},
+                        "$setOnInsert": {"epoch": new_epoch(), "created_at": DateTime::now()},
+                    },
+                )
+                .upsert(true)
+                .return_document(ReturnDocument::After)
+                .session(&mut *session)
+                .await?
+                .ok_or_else(|| MongoError::custom("counter upsert returned nothing"))?;
+            next_seq.insert(stream, updated.head - count + 1);
+        }
+
+        let mut entries = Vec::new();
+        let mut messages = Vec::with_capacity(fresh.len());
+        let mut key_docs = Vec::new();
+        for &i in &fresh {
+            let m = &batch[i];
+            let result = &mut results[i];
+            let expires_at = DateTime::from_millis(ts + (m.ttl_secs as i64) * 1000);
+            let mut deliveries = Vec::with_capacity(m.streams.len());
+            for stream in &m.streams {
+                let slot = next_seq.get_mut(stream.as_str()).expect("counted above");
+                let seq = *slot;
+                *slot += 1;
+                entries.push(EntryDoc {
+                    stream: stream.clone(),
+                    seq,
+                    id: result.id.clone(),
+                    ts,
+                    from: m.from.clone(),
+                    payload: m.payload.get().to_string(),
+                    expires_at,
+                });
+                deliveries.push(DeliveryDoc {
+                    stream: stream.clone(),
+                    seq,
+                });
+                result.events.push(Event {
+                    id: result.id.clone(),
+                    stream: stream.clone(),
+                    seq: seq as u64,
+                    ts,
+                    from: m.from.clone(),
+                    payload: m.payload.clone(),
+                });
+            }
+            messages.push(MessageDoc {
+                id: result.id.clone(),
+                ts,
+                from: m.from.clone(),
+                deliveries,
+                published: false,
+                expires_at,
+            });
+            if let Some(key) = &m.key {
+                key_docs.push(KeyDoc {
+                    key: key.clone(),
+                    id: result.id.clone(),
+                    recipients: m.streams.len() as i64,
+                    expires_at,
+                });
+            }
+        }
+        self.entries
+            .insert_many(entries)
+            .session(&mut *session)
+            .await?;
+        self.messages
+            .insert_many(messages)
+            .session(&mut *session)
+            .await?;
+        if !key_docs.is_empty() {
+            self.keys
+                .insert_many(key_docs)
+                .session(&mut *session)
+                .await?;
+        }
+        Ok(results)
+    }
+}
+
+fn is_transient(e: &MongoError) -> bool {
+    e.contains_label(TRANSIENT_TRANSACTION_ERROR)
+        || matches!(
+            e.sql_code(),
+            Some(112) | Some(11000) // WriteConflict; duplicate key from a racing upsert or key
+        )
+}
+
+/// Error codes, for the few that decide a retry.
+trait ErrorCode {
+    fn sql_code(&self) -> Option<i32>;
+}
+
+impl ErrorCode for MongoError {
+    fn sql_code(&self) -> Option<i32> {
+        use mongodb::error::{ErrorKind, WriteFailure};
+        match self.kind.as_ref() {
+            ErrorKind::Command(c) => Some(c.code),
+            ErrorKind::Write(WriteFailure::WriteError(w)) => Some(w.code),
+            ErrorKind::InsertMany(im) => im
+                .write_errors
+                .as_ref()
+                .and_then(|errs| errs.first().map(|w| w.code)),
+            _ => None,
+        }
+    }
+}
+
+#[async_trait]
+impl MessageStore for MongoStore {
+    async fn append(&self, batch: Vec<NewMessage>) -> Result<Vec<Appended>, StoreError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut session = self.client.start_session().await.map_err(unavailable)?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            session
+                .start_transaction()
+                .write_concern(Self::durable())
+                .await
+                .map_err(unavailable)?;
+            let outcome = self.append_in(&mut session, &batch).await;
+            let results = match outcome {
+                Ok(results) => results,
+                Err(e) => {
+                    let _ = session.abort_transaction().await;
+                    if is_transient(&e) && attempt < MAX_TRANSACTION_ATTEMPTS {
+                        backoff(attempt).await;
+                        continue;
+                    }
+                    return Err(unavailable(e));
+                }
+            };
+            // A commit whose result is unknown is retried as a commit: the
+            // server makes a repeated commit of one transaction idempotent.
+            loop {
+                match session.commit_transaction().await {
+                    Ok(()) => return Ok(results),
+                    Err(e)
+                        if e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT)
+                            && attempt < MAX_TRANSACTION_ATTEMPTS =>
+                    {
+                        attempt += 1;
+                        backoff(attempt).await;
+                    }
+                    Err(e) if is_transient(&e) && attempt < MAX_TRANSACTION_ATTEMPTS => break,
+                    Err(e) => return Err(unavailable(e)),
+                }
+            }
+            backoff(attempt).await;
+        }
+    }
+
+    async fn mark_published(&self, ids: &[String]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.messages
+            .update_many(
+                doc! {"_id": {"$in": ids}},
+                doc! {"$set": {"published": true}},
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn unpublished(
+        &self,
+        older_than_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<Event>)>, StoreError> {
+        let cutoff = now_ms() - older_than_ms;
+        let pending: Vec<MessageDoc> = self
+            .messages
+            .find(doc! {"published": false, "ts": {"$lte": cutoff}})
+            .sort(doc! {"published": 1, "ts": 1})
+            .limit(limit as i64)
+            .await
+            .map_err(unavailable)?
+            .try_collect()
+            .await
+            .map_err(unavailable)?;
+        if pending.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = pending.iter().map(|m| m.id.as_str()).collect();
+        let entries: Vec<EntryDoc> = self
+            .entries
+            .find(doc! {"id": {"$in": &ids}})
+            .await
+            .map_err(unavailable)?
+            .try_collect()
+            .await
+            .map_err(unavailable)?;
+        let mut by_id: HashMap<String, Vec<Event>> = HashMap::new();
+        for e in entries {
+            let event = entry_event(e)?;
+            by_id.entry(event.id.clone()).or_default().push(event);
+        }
+        Ok(pending
+            .into_iter()
+            .map(|m| {
+                let mut events = by_id.remove(&m.id).unwrap_or_default();
+                events.sort_by(|a, b| a.stream.cmp(&b.stream));
+                (m.id, events)
+            })
+            .collect())
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        let docs: Vec<EntryDoc> = self
+            .entries
+            .find(doc! {"stream": stream, "seq": {"$gt": after as i64}})
+            .sort(doc! {"stream": 1, "seq": 1})
+            .limit(limit as i64)
+            .await
+            .map_err(unavailable)?
+            .try_collect()
+            .await
+            .map_err(unavailable)?;
+        docs.into_iter().map(entry_event).collect()
+    }
+
+    async fn stream_info(&self, stream: &str) -> Result<StreamInfo, StoreError> {
+        let mut attempt = 0;
+        let doc = loop {
+            attempt += 1;
+            let result = self
+                .streams
+                .find_one_and_update(
+                    doc! {"_id": stream},
+                    doc! {"$setOnInsert": {"head": 0_i64, "epoch": new_epoch(), "created_at": DateTime::now()}},
+                )
+                .upsert(true)
+                .return_document(ReturnDocument::After)
+                .await;
+            match result {
+                Ok(Some(doc)) => break doc,
+                Ok(None) => {
+                    return Err(StoreError::Unavailable(
+                        "stream upsert returned nothing".into(),
+                    ));
+                }
+                // Two first readers racing to create the stream: the loser reads the winner's.
+                Err(e) if e.sql_code() == Some(11000) && attempt < 3 => continue,
+                Err(e) => return Err(unavailable(e)),
+            }
+        };
+        let first = self
+            .entries
+            .find_one(doc! {"stream": stream})
+            .sort(doc! {"stream": 1, "seq": 1})
+            .await
+            .map_err(unavailable)?
+            .map(|e| e.seq as u64)
+            .unwrap_or(doc.head as u64 + 1);
+        Ok(StreamInfo {
+            epoch: doc.epoch,
+            head: doc.head as u64,
+            first,
+            acked: doc.acked as u64,
+        })
+    }
+
+    async fn record_progress(&self, progress: &[StreamProgress]) -> Result<(), StoreError> {
+        for p in progress {
+            let mut max = Document::new();
+            if let Some(d) = p.delivered {
+                max.insert("delivered", d as i64);
+            }
+            if let Some(a) = p.acked {
+                max.insert("acked", a as i64);
+            }
+            if max.is_empty() {
+                continue;
+            }
+            self.streams
+                .update_one(doc! {"_id": &p.stream}, doc! {"$max": max})
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    async fn message_status(&self, id: &str) -> Result<Option<MessageStatus>, StoreError> {
+        let Some(message) = self
+            .messages
+            .find_one(doc! {"_id": id})
+            .await
+            .map_err(unavailable)?
+        else {
+            return Ok(None);
+        };
+        let Some(entry) = self
+            .entries
+            .find_one(doc! {"id": id})
+            .await
+            .map_err(unavailable)?
+        else {
+            return Ok(None);
+        };
+        let streams: Vec<&str> = message
+            .deliveries
+            .iter()
+            .map(|d| d.stream.as_str())
+            .collect();
+        let mut cursor = self
+            .streams
+            .clone_with_type::<Document>()
+            .find(doc! {"_id": {"$in": &streams}})
+            .await
+            .map_err(unavailable)?;
+        let mut positions: HashMap<String, (i64, i64)> = HashMap::new();
+        while let Some(d) = cursor.try_next().await.map_err(unavailable)? {
+            let get = |f: &str| {
+                d.get_i64(f)
+                    .or_else(|_| d.get_i32(f).map(i64::from))
+                    .unwrap_or(0)
+            };
+            if let Ok(stream) = d.get_str("_id") {
+                positions.insert(stream.to_string(), (get("delivered"), get("acked")));
+            }
+        }
+        let payload = entry_event(entry)?.payload;
+        Ok(Some(MessageStatus {
+            id: message.id,
+            ts: message.ts,
+            from: message.from,
+            payload,
+            published: message.published,
+            recipients: message
+                .deliveries
+                .into_iter()
+                .map(|d| {
+                    let (delivered, acked) = positions.get(&d.stream).copied().unwrap_or((0, 0));
+                    DeliveryStatus {
+                        delivered: delivered >= d.seq,
+                        acked: acked >= d.seq,
+                        stream: d.stream,
+                        seq: d.seq as u64,
+                    }
+                })
+                .collect(),
+        }))
+    }
+}
+
+async fn backoff(attempt: u32) {
+    let base = 5u64 * u64::from(attempt.min(20));
+    let jitter = rand::random::<u64>() % (base + 1);
+    tokio::time::sleep(Duration::from_millis(base + jitter)).await;
+}

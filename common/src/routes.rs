@@ -1,0 +1,47 @@
+//! The route registry: which push nodes hold a connection of which user
+//! (Redis in a cluster).
+//!
+//! Contract:
+//!
+//! * **Soft state with a lease.** A route lives for the `ttl` given when it was
+//!   last registered; a node keeps its routes by re-registering them before
+//!   they lapse (its heartbeat). A node that dies stops refreshing, and its
+//!   routes vanish on their own: nothing needs to clean up after a crash.
+//! * **Liveness.** A node is alive while its own lease (`node_heartbeat`)
+//!   holds. [`RouteRegistry::lookup`] returns only routes whose lease holds on
+//!   nodes that are alive, and removes the rest as it finds them.
+//! * **No ordering between nodes.** Registrations from different nodes are
+//!   independent. One node's calls take effect in the order it makes them.
+//! * **Errors.** A failed call changed nothing or only part of what it was
+//!   asked; callers retry (registration) or treat the lookup as not done
+//!   (dispatch retries before committing). Routes are an optimisation of
+//!   delivery, never its record: a route lost in any failure costs at most a
+//!   live delivery, which replay from the store makes good.
+
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+#[error("route registry unavailable: {0}")]
+pub struct RouteError(pub String);
+
+#[async_trait]
+pub trait RouteRegistry: Send + Sync + 'static {
+    /// Records (or refreshes) that `node` holds connections of `users`, for `ttl`.
+    async fn register(&self, node: &str, users: &[String], ttl: Duration)
+    -> Result<(), RouteError>;
+
+    /// Removes `node`'s routes of `users` (their last local connection closed).
+    async fn unregister(&self, node: &str, users: &[String]) -> Result<(), RouteError>;
+
+    /// Records (or refreshes) that `node` is alive, for `ttl`.
+    async fn node_heartbeat(&self, node: &str, ttl: Duration) -> Result<(), RouteError>;
+
+    /// Forgets `node` entirely: its liveness lease ends now (clean shutdown).
+    async fn node_gone(&self, node: &str) -> Result<(), RouteError>;
+
+    /// The live nodes of each of `users`, in one round trip's worth of work
+    /// however many users are asked about. Users without routes are absent.
+    async fn lookup(&self, users: &[String]) -> Result<HashMap<String, Vec<String>>, RouteError>;
+}

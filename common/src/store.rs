@@ -1,0 +1,142 @@
+//! The message store: the durable record of every accepted message, organised
+//! as streams (MongoDB in a cluster).
+//!
+//! A stream is an append-only sequence with its own gapless `seq` (1, 2, 3...):
+//! `user:<id>` is one user's inbox; other kinds of stream (topics) use the same
+//! storage. The store is what makes Herald's delivery guarantee: a message is
+//! *accepted* once [`MessageStore::append`] returns, and everything after that
+//! (publishing, dispatch, delivery) can be retried or replayed from here.
+//!
+//! Contract:
+//!
+//! * **Atomic append.** `append` stores a whole batch or nothing. Each message
+//!   takes, in every stream it names, the next seq of that stream; a seq is
+//!   never handed out without its message, and two concurrent appenders
+//!   (collectors) never hand out the same one. Within one stream, messages of
+//!   one batch take seqs in batch order.
+//! * **Durability.** When `append` returns `Ok`, the batch survives a crash of
+//!   the store (MongoDB: majority, journaled write concern).
+//! * **Idempotency.** A message whose `key` was already appended is not stored
+//!   again: its result is the first message's id, marked `duplicate`.
+//! * **Read order.** [`MessageStore::read_stream`] returns entries in seq order;
+//!   every seq up to a stream's head is readable once its append returned.
+//! * **Retention.** Entries expire after their message's ttl. A stream's
+//!   `first` seq rises as old entries go; its `epoch` changes only if the
+//!   stream's storage is lost and created anew, which is how readers tell a
+//!   recreated stream from a continued one.
+//! * **Errors.** `Err(Unavailable)` means nothing of the call took effect
+//!   (append) or nothing was read; callers answer 503 or retry. An `append`
+//!   whose outcome is unknown (the connection dropped during commit) is
+//!   retried internally until known.
+
+use crate::envelope::Event;
+use async_trait::async_trait;
+use serde_json::value::RawValue;
+
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("message store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A message to append.
+#[derive(Clone, Debug)]
+pub struct NewMessage {
+    /// Storage names of the streams it goes to, distinct.
+    pub streams: Vec<String>,
+    pub payload: Box<RawValue>,
+    pub key: Option<String>,
+    pub from: Option<String>,
+    pub ttl_secs: u64,
+}
+
+/// What `append` did with one message.
+#[derive(Clone, Debug)]
+pub struct Appended {
+    pub id: String,
+    /// How many streams the message went to.
+    pub recipients: usize,
+    /// The key was seen before; nothing was stored and `events` is empty.
+    pub duplicate: bool,
+    /// One event per stream, with the seq it took there.
+    pub events: Vec<Event>,
+}
+
+/// A stream's position as the store knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamInfo {
+    /// Fixed when the stream's storage was created.
+    pub epoch: String,
+    /// The last seq handed out (0: none yet).
+    pub head: u64,
+    /// The oldest seq still retained (`head + 1` when none is).
+    pub first: u64,
+    /// The highest seq the stream's owner acknowledged (0: none).
+    pub acked: u64,
+}
+
+/// Per-recipient state of a message, for status queries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliveryStatus {
+    pub stream: String,
+    pub seq: u64,
+    pub delivered: bool,
+    pub acked: bool,
+}
+
+/// A stored message as the status query shows it.
+#[derive(Clone, Debug)]
+pub struct MessageStatus {
+    pub id: String,
+    pub ts: i64,
+    pub from: Option<String>,
+    pub payload: Box<RawValue>,
+    pub published: bool,
+    pub recipients: Vec<DeliveryStatus>,
+}
+
+/// Progress of one stream's reader, recorded in batches by the pusher.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamProgress {
+    pub stream: String,
+    /// Highest seq written to a socket, if it advanced.
+    pub delivered: Option<u64>,
+    /// Highest seq the client acknowledged, if it advanced.
+    pub acked: Option<u64>,
+}
+
+#[async_trait]
+pub trait MessageStore: Send + Sync + 'static {
+    /// Appends a batch atomically (see the module contract).
+    async fn append(&self, batch: Vec<NewMessage>) -> Result<Vec<Appended>, StoreError>;
+
+    /// Notes that these messages' events are durably in the log, so the outbox
+    /// need not publish them again.
+    async fn mark_published(&self, ids: &[String]) -> Result<(), StoreError>;
+
+    /// Events of messages accepted more than `older_than_ms` ago and not yet
+    /// marked published, oldest first: the outbox's work list.
+    async fn unpublished(
+        &self,
+        older_than_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<Event>)>, StoreError>;
+
+    /// Up to `limit` entries of `stream` after seq `after`, in seq order.
+    async fn read_stream(
+        &self,
+        stream: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError>;
+
+    /// The stream's epoch and positions; creates its storage (fixing its
+    /// epoch) if it has none yet.
+    async fn stream_info(&self, stream: &str) -> Result<StreamInfo, StoreError>;
+
+    /// Raises the recorded delivered / acked positions (never lowers them).
+    async fn record_progress(&self, progress: &[StreamProgress]) -> Result<(), StoreError>;
+
+    /// The message with the state of each of its recipients.
+    async fn message_status(&self, id: &str) -> Result<Option<MessageStatus>, StoreError>;
+}

@@ -1,0 +1,243 @@
+//! dispatcher: routes each event to the push nodes that hold its recipient.
+//!
+//! Dispatchers form one consumer group on the events topic, so running more
+//! of them splits the partitions (and takes over a dead one's). For every
+//! batch of events a dispatcher asks the route registry, in one pipelined
+//! round trip, which live nodes hold each recipient, publishes one copy per
+//! node to that node's topic, and commits its position only once every copy is
+//! acknowledged. A recipient without a route is offline: nothing is sent, and
+//! the message waits in the store for replay.
+
+mod metrics;
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use clap::Args;
+use herald_common::config::InfraArgs;
+use herald_common::envelope::{Event, stream_user};
+use herald_common::http::ApiError;
+use herald_common::kafka::KafkaLog;
+use herald_common::log::{Log, LogConsumer, OutgoingRecord, Record, StartAt};
+use herald_common::names::Names;
+use herald_common::redis_routes::RedisRoutes;
+use herald_common::routes::RouteRegistry;
+use metrics::Metrics;
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// dispatcher's configuration.
+#[derive(Args, Clone, Debug)]
+pub struct Config {
+    /// Address of the health and metrics endpoints.
+    #[arg(long, env = "HERALD_DISPATCHER_ADDR", default_value = "127.0.0.1:7003")]
+    pub addr: SocketAddr,
+
+    #[command(flatten)]
+    pub infra: InfraArgs,
+
+    /// Most events routed per batch (one registry round trip each).
+    #[arg(long, env = "HERALD_DISPATCH_BATCH", default_value_t = 500)]
+    pub batch: usize,
+}
+
+/// Publishes attempted for one record before it is given up (it stays in the
+/// store; its recipient gets it by replay).
+const MAX_PUBLISH_ATTEMPTS: u32 = 10;
+
+/// Runs a dispatcher on Kafka and Redis until the process ends.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let log: Arc<dyn Log> = Arc::new(KafkaLog::connect(config.infra.kafka())?);
+    let routes: Arc<dyn RouteRegistry> =
+        Arc::new(RedisRoutes::connect(&config.infra.redis_url, config.infra.names()).await?);
+    run_with(config, log, routes).await
+}
+
+struct Shared {
+    ready: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
+}
+
+/// Runs a dispatcher on the given log and route registry.
+pub async fn run_with(
+    config: Config,
+    log: Arc<dyn Log>,
+    routes: Arc<dyn RouteRegistry>,
+) -> anyhow::Result<()> {
+    let names = config.infra.names();
+    let topic = names.events_topic();
+    while let Err(e) = log.ensure_topic(&topic, config.infra.partitions).await {
+        tracing::warn!(%topic, error = %e, "cannot create topic; retrying");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let consumer = log
+        .consume(
+            &names.dispatcher_group(),
+            std::slice::from_ref(&topic),
+            StartAt::Earliest,
+        )
+        .await?;
+    let metrics = Arc::new(Metrics::default());
+    let shared = Arc::new(Shared {
+        ready: consumer.assigned(),
+        metrics: metrics.clone(),
+    });
+
+    let listener = TcpListener::bind(config.addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, "dispatcher listening");
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .route(
+            "/metrics",
+            get(|State(s): State<Arc<Shared>>| async move { s.metrics.render() }),
+        )
+        .with_state(shared);
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let dispatch = Dispatcher {
+        names,
+        log,
+        routes,
+        metrics,
+    };
+    tokio::select! {
+        r = dispatch.run(consumer, config.batch) => r,
+        r = server => Err(anyhow::anyhow!("http server stopped: {r:?}")),
+    }
+}
+
+async fn ready(State(s): State<Arc<Shared>>) -> Result<&'static str, ApiError> {
+    if *s.ready.borrow() {
+        Ok("ready")
+    } else {
+        Err(ApiError::unavailable(
+            "not yet assigned to the events group",
+        ))
+    }
+}
+
+struct Dispatcher {
+    names: Names,
+    log: Arc<dyn Log>,
+    routes: Arc<dyn RouteRegistry>,
+    metrics: Arc<Metrics>,
+}
+
+impl Dispatcher {
+    async fn run(&self, mut consumer: Box<dyn LogConsumer>, batch: usize) -> anyhow::Result<()> {
+        loop {
+            let records = match consumer.next_batch(batch, Duration::from_millis(5)).await {
+                Ok(records) => records,
+                Err(e) => {
+                    tracing::warn!(error = %e, "events consumer error");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            self.route(&records).await;
+            if let Err(e) = consumer.commit(&records) {
+                // Uncommitted events are routed again after a rebalance; the
+                // pusher drops what it already delivered by seq.
+                tracing::warn!(error = %e, "cannot commit events offsets");
+            }
+        }
+    }
+
+    /// Forwards every event in `records` to the nodes of its recipient, and
+    /// returns once every copy is acknowledged (or given up).
+    async fn route(&self, records: &[Record]) {
+        let mut events: Vec<(&Record, String)> = Vec::with_capacity(records.len());
+        for r in records {
+            match serde_json::from_slice::<Event>(&r.value) {
+                Ok(e) => match stream_user(&e.stream) {
+                    Some(user) => events.push((r, user.to_string())),
+                    None => self.skip(r, "not a user stream"),
+                },
+                Err(e) => self.skip(r, &e.to_string()),
+            }
+        }
+        if events.is_empty() {
+            return;
+        }
+        let users: Vec<String> = events
+            .iter()
+            .map(|(_, u)| u.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let routes = self.lookup(&users).await;
+
+        let mut outgoing = Vec::new();
+        for (r, user) in &events {
+            let Some(nodes) = routes.get(user) else {
+                Metrics::inc(&self.metrics.offline, 1);
+                continue;
+            };
+            for node in nodes {
+                outgoing.push(OutgoingRecord {
+                    topic: self.names.node_topic(node),
+                    key: user.clone(),
+                    value: r.value.clone(),
+                });
+            }
+        }
+        self.publish_all(outgoing).await;
+    }
+
+    fn skip(&self, r: &Record, why: &str) {
+        Metrics::inc(&self.metrics.invalid, 1);
+        tracing::warn!(topic = %r.topic, partition = r.partition, offset = r.offset, why, "skipping invalid event");
+    }
+
+    /// Asks the registry until it answers: without routes nothing can be
+    /// routed, and committing past the batch would drop live deliveries.
+    async fn lookup(&self, users: &[String]) -> HashMap<String, Vec<String>> {
+        let mut attempt = 0u32;
+        loop {
+            match self.routes.lookup(users).await {
+                Ok(routes) => return routes,
+                Err(e) => {
+                    attempt += 1;
+                    tracing::warn!(error = %e, attempt, "route lookup failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt.min(20))))
+                        .await;
+                }
+            }
+        }
+    }
+
+    async fn publish_all(&self, mut outgoing: Vec<OutgoingRecord>) {
+        let mut attempt = 0;
+        while !outgoing.is_empty() {
+            attempt += 1;
+            let results = self.log.publish(outgoing.clone()).await;
+            let total = outgoing.len();
+            let mut failed = Vec::new();
+            for (record, result) in outgoing.into_iter().zip(results) {
+                if let Err(e) = result {
+                    tracing::warn!(topic = %record.topic, error = %e, attempt, "node publish failed");
+                    failed.push(record);
+                }
+            }
+            Metrics::inc(&self.metrics.forwarded, (total - failed.len()) as u64);
+            if !failed.is_empty() && attempt >= MAX_PUBLISH_ATTEMPTS {
+                Metrics::inc(&self.metrics.given_up, failed.len() as u64);
+                tracing::error!(
+                    count = failed.len(),
+                    "giving up live delivery; replay will deliver"
+                );
+                return;
+            }
+            outgoing = failed;
+            if !outgoing.is_empty() {
+                let jitter = rand::random::<u64>() % 100;
+                tokio::time::sleep(Duration::from_millis(100 * attempt as u64 + jitter)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! Asking authsvc who a token belongs to. Every handshake does; authsvc's
+//! answer is the only identity the pusher trusts.
+
+use reqwest::StatusCode;
+use serde::Deserialize;
+use std::time::Duration;
+
+/// Who a verified token says the client is, and what it may do.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Identity {
+    pub user_id: String,
+    pub expires_at: i64,
+    #[serde(default)]
+    pub topics: Vec<String>,
+    #[serde(default)]
+    pub publish: Vec<String>,
+    #[serde(default)]
+    pub direct: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// The token is bad: the handshake is refused with 401.
+    #[error("{0}")]
+    Rejected(String),
+    /// authsvc could not answer: the handshake is refused with 503, and the
+    /// client retries (its token may well be good).
+    #[error("authsvc unavailable: {0}")]
+    Unavailable(String),
+}
+
+pub struct AuthClient {
+    verify_url: String,
+    http: reqwest::Client,
+}
+
+impl AuthClient {
+    pub fn new(base_url: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .expect("an HTTP client without TLS always builds");
+        Self {
+            verify_url: format!("{}/v1/verify", base_url.trim_end_matches('/')),
+            http,
+        }
+    }
+
+    pub async fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        let response = self
+            .http
+            .post(&self.verify_url)
+            .json(&serde_json::json!({"token": token}))
+            .send()
+            .await
+            .map_err(|e| AuthError::Unavailable(e.to_string()))?;
+        match response.status() {
+            StatusCode::OK => response
+                .json::<Identity>()
+                .await
+                .map_err(|e| AuthError::Unavailable(format!("unreadable answer: {e}"))),
+            StatusCode::UNAUTHORIZED | StatusCode::BAD_REQUEST => {
+                let body: serde_json::Value = response.json().await.unwrap_or_default();
+                let reason = body["message"].as_str().unwrap_or("invalid token");
+                Err(AuthError::Rejected(reason.to_string()))
+            }
+            other => Err(AuthError::Unavailable(format!("authsvc answered {other}"))),
+        }
+    }
+}

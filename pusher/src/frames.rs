@@ -1,0 +1,115 @@
+//! The WebSocket frames, as JSON text (see docs/protocol.md).
+//!
+//! Server frames are built here and nowhere else. A `msg` frame is serialised
+//! once per event and node, then shared (reference-counted bytes) by every
+//! local connection it goes to.
+
+use axum::extract::ws::Utf8Bytes;
+use herald_common::envelope::Event;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use serde_json::value::RawValue;
+use std::collections::BTreeMap;
+
+/// The client-facing name of the connection's own user stream.
+pub const USER_STREAM: &str = "user";
+
+#[derive(Serialize)]
+struct MsgFrame<'a> {
+    r#type: &'static str,
+    id: &'a str,
+    stream: &'a str,
+    seq: u64,
+    ts: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    from: Option<&'a str>,
+    payload: &'a RawValue,
+}
+
+/// `{"type":"msg",...}` for `event`, naming its stream as the client knows it.
+pub fn msg(event: &Event, client_stream: &str) -> Utf8Bytes {
+    let frame = MsgFrame {
+        r#type: "msg",
+        id: &event.id,
+        stream: client_stream,
+        seq: event.seq,
+        ts: event.ts,
+        from: event.from.as_deref(),
+        payload: &event.payload,
+    };
+    serde_json::to_string(&frame)
+        .expect("frames serialise")
+        .into()
+}
+
+pub fn welcome(user: &str, node: &str, epochs: &BTreeMap<&str, &str>) -> Utf8Bytes {
+    json!({"type": "welcome", "user": user, "node": node, "epochs": epochs})
+        .to_string()
+        .into()
+}
+
+/// The position the client asked for cannot be continued: it must reload, and
+/// the stream goes on from `from` (the oldest seq still kept).
+pub fn reset(stream: &str, from: u64, epoch: &str) -> Utf8Bytes {
+    json!({"type": "reset", "stream": stream, "from": from, "epoch": epoch})
+        .to_string()
+        .into()
+}
+
+pub fn error(code: &str, message: &str) -> Utf8Bytes {
+    json!({"type": "error", "code": code, "message": message})
+        .to_string()
+        .into()
+}
+
+/// What a client may send.
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ClientFrame {
+    /// Acknowledges everything up to `seq` of `stream` (cumulative).
+    Ack { stream: String, seq: u64 },
+    /// Re-syncs streams from the given seqs on the open connection.
+    Resume {
+        streams: BTreeMap<String, u64>,
+        #[serde(default)]
+        epochs: BTreeMap<String, String>,
+    },
+    /// Application-level keep-alive for clients that cannot send pings.
+    Ping,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn msg_frame_carries_the_payload_text_verbatim() {
+        let event: Event = serde_json::from_str(
+            r#"{"id":"m1","stream":"user:u1","seq":4,"ts":9,"payload":{"x": [1, 2.50]}}"#,
+        )
+        .unwrap();
+        let frame = msg(&event, USER_STREAM);
+        assert_eq!(
+            frame.as_str(),
+            r#"{"type":"msg","id":"m1","stream":"user","seq":4,"ts":9,"payload":{"x": [1, 2.50]}}"#
+        );
+    }
+
+    #[test]
+    fn parses_client_frames_and_refuses_unknown_ones() {
+        assert_eq!(
+            serde_json::from_str::<ClientFrame>(r#"{"type":"ack","stream":"user","seq":3}"#)
+                .unwrap(),
+            ClientFrame::Ack {
+                stream: "user".into(),
+                seq: 3
+            }
+        );
+        let resume: ClientFrame =
+            serde_json::from_str(r#"{"type":"resume","streams":{"user":7},"epochs":{"user":"e"}}"#)
+                .unwrap();
+        assert!(matches!(resume, ClientFrame::Resume { ref streams, .. } if streams["user"] == 7));
+        assert!(serde_json::from_str::<ClientFrame>(r#"{"type":"nope"}"#).is_err());
+        assert!(serde_json::from_str::<ClientFrame>(r#"{"type":"ack","seq":-1}"#).is_err());
+    }
+}

@@ -1,0 +1,243 @@
+//! pusher: a push node. It holds WebSocket connections, keeps their users'
+//! routes in the registry, consumes only its own node topic, and writes each
+//! event to the local connections of its recipient, replaying from the store
+//! whatever a connection missed.
+
+pub mod auth;
+mod connection;
+mod frames;
+mod hub;
+mod node_topic;
+mod progress;
+mod registration;
+
+use auth::{AuthClient, AuthError};
+use axum::Router;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use clap::Args;
+use herald_common::config::InfraArgs;
+use herald_common::http::{ApiError, bearer};
+use herald_common::kafka::KafkaLog;
+use herald_common::log::{Log, StartAt};
+use herald_common::mongo_store::MongoStore;
+use herald_common::redis_routes::RedisRoutes;
+use herald_common::routes::RouteRegistry;
+use herald_common::store::MessageStore;
+use hub::Hub;
+use progress::Progress;
+use registration::{Leases, Registrar};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use connection::close;
+
+/// pusher's configuration.
+#[derive(Args, Clone, Debug)]
+pub struct Config {
+    /// Address of the WebSocket endpoint (`/ws`) and health endpoints.
+    #[arg(long, env = "HERALD_PUSHER_ADDR", default_value = "127.0.0.1:7010")]
+    pub addr: SocketAddr,
+
+    /// This node's unique id: its topic is `<namespace>.node.<node_id>`.
+    #[arg(long, env = "HERALD_NODE_ID")]
+    pub node_id: String,
+
+    /// Base URL of authsvc.
+    #[arg(long, env = "HERALD_AUTH_URL", default_value = "http://127.0.0.1:7001")]
+    pub auth_url: String,
+
+    #[command(flatten)]
+    pub infra: InfraArgs,
+
+    /// Frames a connection may have queued before it counts as too slow and
+    /// is closed (code 4001).
+    #[arg(long, env = "HERALD_SEND_QUEUE", default_value_t = 256)]
+    pub send_queue: usize,
+
+    /// Lease of routes and node liveness in the registry, seconds.
+    #[arg(long, env = "HERALD_ROUTE_TTL_SECS", default_value_t = 30)]
+    pub route_ttl_secs: u64,
+
+    /// Largest frame a client may send, bytes.
+    #[arg(long, env = "HERALD_MAX_CLIENT_FRAME", default_value_t = 64 * 1024)]
+    pub max_client_frame: usize,
+}
+
+/// Everything a connection needs from its node.
+pub(crate) struct Node {
+    config: Config,
+    hub: Arc<Hub>,
+    registrar: Registrar,
+    store: Arc<dyn MessageStore>,
+    progress: Arc<Progress>,
+    auth: AuthClient,
+    ready: watch::Receiver<bool>,
+}
+
+/// Runs a push node on Kafka, Redis and MongoDB until the process ends.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let names = config.infra.names();
+    let log: Arc<dyn Log> = Arc::new(KafkaLog::connect(config.infra.kafka())?);
+    let routes: Arc<dyn RouteRegistry> =
+        Arc::new(RedisRoutes::connect(&config.infra.redis_url, names.clone()).await?);
+    let store: Arc<dyn MessageStore> =
+        Arc::new(MongoStore::connect(&config.infra.mongo_uri, &names.database()).await?);
+    run_with(config, log, routes, store).await
+}
+
+/// Runs a push node on the given log, registry and store.
+pub async fn run_with(
+    config: Config,
+    log: Arc<dyn Log>,
+    routes: Arc<dyn RouteRegistry>,
+    store: Arc<dyn MessageStore>,
+) -> anyhow::Result<()> {
+    let names = config.infra.names();
+    let topic = names.node_topic(&config.node_id);
+    // One partition: the node's whole topic is one ordered sequence.
+    while let Err(e) = log.ensure_topic(&topic, 1).await {
+        tracing::warn!(%topic, error = %e, "cannot create node topic; retrying");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let leases = Leases {
+        ttl: Duration::from_secs(config.route_ttl_secs),
+    };
+    // Alive before the first route, so no dispatcher discards our routes.
+    if let Err(e) = routes.node_heartbeat(&config.node_id, leases.ttl).await {
+        tracing::warn!(error = %e, "registry unreachable at start; the heartbeat will retry");
+    }
+    let consumer = log
+        .consume(
+            &names.pusher_group(&config.node_id),
+            std::slice::from_ref(&topic),
+            StartAt::Earliest,
+        )
+        .await?;
+    let ready = consumer.assigned();
+
+    let hub = Arc::new(Hub::default());
+    let registrar =
+        registration::spawn(routes.clone(), hub.clone(), config.node_id.clone(), leases);
+    let progress = Arc::new(Progress::default());
+    progress::spawn(progress.clone(), store.clone(), Duration::from_secs(1));
+    tokio::spawn(node_topic::run(consumer, hub.clone()));
+
+    let node = Arc::new(Node {
+        auth: AuthClient::new(&config.auth_url),
+        config: config.clone(),
+        hub,
+        registrar,
+        store,
+        progress,
+        ready,
+    });
+    let app = Router::new()
+        .route("/ws", get(upgrade))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(node);
+    let listener = TcpListener::bind(config.addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, node = %config.node_id, "pusher listening");
+    let shutdown_routes = routes.clone();
+    let node_id = config.node_id.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            // Tell dispatchers at once rather than after the lease: clients
+            // reconnect elsewhere and their new routes take over.
+            let _ = shutdown_routes.node_gone(&node_id).await;
+        })
+        .await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler installs");
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}
+
+#[derive(Deserialize)]
+struct WsQuery {
+    token: Option<String>,
+    since: Option<u64>,
+    epoch: Option<String>,
+}
+
+/// Read buffer of a connection: client frames are small, and a large buffer
+/// per idle connection is what makes WebSocket servers fat. It grows for a
+/// large frame and shrinks back.
+const READ_BUFFER: usize = 1024;
+
+async fn upgrade(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    query: Result<Query<WsQuery>, QueryRejection>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let Query(query) = match query {
+        Ok(q) => q,
+        Err(e) => return ApiError::bad_request(e.body_text()).into_response(),
+    };
+    let Some(token) = bearer(&headers).or(query.token.as_deref()) else {
+        return ApiError::unauthorized(
+            "missing token: `Authorization: Bearer <token>` or `?token=`",
+        )
+        .into_response();
+    };
+    if !*node.ready.borrow() {
+        return ApiError::unavailable("node is starting").into_response();
+    }
+    let identity = match node.auth.verify(token).await {
+        Ok(identity) => identity,
+        Err(AuthError::Rejected(reason)) => return ApiError::unauthorized(reason).into_response(),
+        Err(e @ AuthError::Unavailable(_)) => {
+            return ApiError::unavailable(e.to_string()).into_response();
+        }
+    };
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(e) => return e.into_response(),
+    };
+    let start = connection::Start {
+        since: query.since,
+        epoch: query.epoch,
+    };
+    ws.read_buffer_size(READ_BUFFER)
+        // Frames go straight to the socket: no per-connection write buffer.
+        .write_buffer_size(0)
+        .max_message_size(node.config.max_client_frame)
+        .max_frame_size(node.config.max_client_frame)
+        .on_upgrade(move |socket| connection::serve(socket, node, identity, start))
+}
+
+async fn readyz(State(node): State<Arc<Node>>) -> Result<&'static str, ApiError> {
+    if *node.ready.borrow() {
+        Ok("ready")
+    } else {
+        Err(ApiError::unavailable("not yet reading the node topic"))
+    }
+}
+
+async fn metrics(State(node): State<Arc<Node>>) -> String {
+    format!(
+        "herald_pusher_connections {}\nherald_pusher_users {}\n",
+        node.hub.connection_count(),
+        node.hub.users().len()
+    )
+}
