@@ -7,6 +7,7 @@
 //! the `welcome` frame of each connection, and the frames themselves.
 
 pub mod client;
+pub mod servers;
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
@@ -102,6 +103,14 @@ impl Process {
         }
     }
 
+    /// Sets (or, with `None`, removes) an environment variable for the next start.
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.envs.retain(|(k, _)| k != key);
+        if let Some(v) = value {
+            self.envs.push((key.to_string(), v.to_string()));
+        }
+    }
+
     /// Starts the process again with the same arguments and port.
     pub async fn restart(&mut self) -> Result<()> {
         self.kill();
@@ -187,6 +196,10 @@ pub struct Topology {
     /// Extra `KEY=VALUE` environment of the collectors.
     pub collector_env: Vec<(String, String)>,
     pub send_queue: usize,
+    /// Server addresses, when a test runs its own (see [`servers`]).
+    pub kafka: String,
+    pub redis: String,
+    pub mongo: String,
 }
 
 impl Default for Topology {
@@ -198,6 +211,9 @@ impl Default for Topology {
             route_ttl_secs: 30,
             collector_env: Vec::new(),
             send_queue: 256,
+            kafka: KAFKA.to_string(),
+            redis: REDIS.to_string(),
+            mongo: MONGO.to_string(),
         }
     }
 }
@@ -209,6 +225,7 @@ pub struct Cluster {
     pub collectors: Vec<Process>,
     pub dispatchers: Vec<Process>,
     pub pushers: Vec<Process>,
+    pub topology: Topology,
     http: reqwest::Client,
 }
 
@@ -221,9 +238,11 @@ impl Cluster {
             ("HERALD_NAMESPACE".to_string(), namespace.clone()),
             ("HERALD_API_KEY".to_string(), API_KEY.to_string()),
             ("HERALD_JWT_SECRET".to_string(), JWT_SECRET.to_string()),
-            ("HERALD_KAFKA_BROKERS".to_string(), KAFKA.to_string()),
-            ("HERALD_REDIS_URL".to_string(), REDIS.to_string()),
-            ("HERALD_MONGO_URI".to_string(), MONGO.to_string()),
+            ("HERALD_KAFKA_BROKERS".to_string(), topology.kafka.clone()),
+            ("HERALD_REDIS_URL".to_string(), topology.redis.clone()),
+            ("HERALD_MONGO_URI".to_string(), topology.mongo.clone()),
+            // Kafka outages in tests last seconds, not the default 10.
+            ("HERALD_KAFKA_TIMEOUT_MS".to_string(), "5000".to_string()),
             ("HERALD_PARTITIONS".to_string(), "4".to_string()),
             ("HERALD_OUTBOX_GRACE_MS".to_string(), "1000".to_string()),
         ];
@@ -296,6 +315,7 @@ impl Cluster {
             collectors,
             dispatchers,
             pushers,
+            topology,
             http: reqwest::Client::new(),
         };
         for p in cluster.processes_mut() {
@@ -409,9 +429,79 @@ impl Cluster {
         format!("{}:routes:{user}", self.namespace)
     }
 
+    /// Connects `user` with a query of its own (`since`, `epoch`...) added to the token.
+    pub async fn connect_with(&self, node: usize, user: &str, query: &str) -> Result<WsClient> {
+        let token = self.token(user).await?;
+        WsClient::connect(&self.ws_url(node, &format!("token={token}&{query}"))).await
+    }
+
     pub fn ingest_topic(&self) -> String {
         format!("{}.ingest", self.namespace)
     }
+}
+
+/// What a reader that reconnects and resumes (as a real client would)
+/// received.
+impl Cluster {
+    /// Reads `n` messages of `user`'s stream, starting from `since=0` on
+    /// `nodes[0]`. Whenever the connection drops it reconnects, trying the
+    /// nodes in turn, with `since` = the last seq it has, as a client library
+    /// does. Returns every msg frame, duplicates included, so callers can
+    /// assert there are none.
+    pub async fn receive_resuming(
+        &self,
+        user: &str,
+        nodes: &[usize],
+        n: usize,
+    ) -> Result<Vec<Value>> {
+        let token = self.token(user).await?;
+        let mut got: Vec<Value> = Vec::with_capacity(n);
+        let mut attempt = 0usize;
+        let deadline = Instant::now() + PATIENCE * 2;
+        'connect: loop {
+            let last = got.last().map_or(0, |f| f["seq"].as_u64().unwrap_or(0));
+            let node = nodes[attempt % nodes.len()];
+            attempt += 1;
+            if Instant::now() > deadline {
+                bail!(
+                    "{user}: gave up reconnecting with {} of {n} messages",
+                    got.len()
+                );
+            }
+            let mut client =
+                match WsClient::connect(&self.ws_url(node, &format!("token={token}&since={last}")))
+                    .await
+                {
+                    Ok(c) => c,
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(
+                            100 + rand::random::<u64>() % 200,
+                        ))
+                        .await;
+                        continue 'connect;
+                    }
+                };
+            while got.len() < n {
+                match client.next_frame().await {
+                    Ok(frame) if frame["type"] == "msg" => got.push(frame),
+                    Ok(frame) if frame["type"] == "reset" => {
+                        bail!("{user}: unexpected reset {frame}")
+                    }
+                    Ok(_) => {}
+                    Err(_) => continue 'connect,
+                }
+            }
+            return Ok(got);
+        }
+    }
+}
+
+/// The seqs of msg frames, in arrival order.
+pub fn seqs(frames: &[Value]) -> Vec<u64> {
+    frames
+        .iter()
+        .map(|f| f["seq"].as_u64().unwrap_or(0))
+        .collect()
 }
 
 /// Polls `check` until it holds: for state another process changes with no
@@ -435,8 +525,12 @@ where
 
 /// A Kafka producer as a business system would use one.
 pub fn kafka_producer() -> Result<rdkafka::producer::FutureProducer> {
+    kafka_producer_at(KAFKA)
+}
+
+pub fn kafka_producer_at(brokers: &str) -> Result<rdkafka::producer::FutureProducer> {
     Ok(rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", KAFKA)
+        .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .create()?)
