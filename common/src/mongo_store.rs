@@ -348,7 +348,19 @@ impl MongoStore {
     }
 }
 
+/// Whether retrying the transaction can succeed now: a conflict with another
+/// writer can, an unreachable server cannot (the driver labels both
+/// transient; retrying the latter only delays the caller's 503).
 fn is_transient(e: &MongoError) -> bool {
+    use mongodb::error::ErrorKind;
+    if matches!(
+        e.kind.as_ref(),
+        ErrorKind::ServerSelection { .. }
+            | ErrorKind::Io(_)
+            | ErrorKind::ConnectionPoolCleared { .. }
+    ) {
+        return false;
+    }
     e.contains_label(TRANSIENT_TRANSACTION_ERROR)
         || matches!(
             e.sql_code(),

@@ -18,6 +18,7 @@ use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
+use tokio::sync::Mutex;
 
 /// HDEL a route field only if it still holds the expiry the caller read.
 const DELETE_IF_UNCHANGED: &str = "if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then \
@@ -25,26 +26,66 @@ const DELETE_IF_UNCHANGED: &str = "if redis.call('HGET', KEYS[1], ARGV[1]) == AR
 
 pub struct RedisRoutes {
     names: Names,
-    conn: ConnectionManager,
+    client: redis::Client,
+    /// The live connection, dropped after any failure and made anew by the
+    /// next call: a connection that once failed is never trusted to recover.
+    conn: Mutex<Option<ConnectionManager>>,
 }
+
+/// Bound on any one registry call, connecting included: a registry that does
+/// not answer is treated like one that refused.
+const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn failed(e: redis::RedisError) -> RouteError {
     RouteError(e.to_string())
 }
 
 impl RedisRoutes {
-    /// Connects; the connection manager reconnects by itself after Redis
-    /// restarts, so one `RedisRoutes` serves a process's whole life.
+    /// Prepares the client; connecting waits for the first call, so a node
+    /// starts (and keeps its sockets) while Redis is down.
     pub async fn connect(url: &str, names: Names) -> Result<Self, RouteError> {
         let client = redis::Client::open(url).map_err(failed)?;
+        Ok(Self {
+            names,
+            client,
+            conn: Mutex::new(None),
+        })
+    }
+
+    async fn connection(&self) -> Result<ConnectionManager, RouteError> {
+        let mut slot = self.conn.lock().await;
+        if let Some(conn) = slot.as_ref() {
+            return Ok(conn.clone());
+        }
         let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(1);
-        let conn = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(failed)?;
-        Ok(Self { names, conn })
+            .set_connection_timeout(Some(CALL_TIMEOUT))
+            .set_response_timeout(Some(CALL_TIMEOUT))
+            .set_number_of_retries(0);
+        let conn = tokio::time::timeout(
+            CALL_TIMEOUT,
+            ConnectionManager::new_with_config(self.client.clone(), config),
+        )
+        .await
+        .map_err(|_| RouteError("connecting timed out".into()))?
+        .map_err(failed)?;
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Runs a pipeline as one round trip.
+    async fn query<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, RouteError> {
+        let mut conn = self.connection().await?;
+        let outcome =
+            match tokio::time::timeout(CALL_TIMEOUT, pipe.query_async::<T>(&mut conn)).await {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(e)) => failed(e),
+                Err(_) => RouteError("call timed out".into()),
+            };
+        *self.conn.lock().await = None;
+        Err(outcome)
     }
 }
 
@@ -77,9 +118,7 @@ impl RouteRegistry for RedisRoutes {
                 .arg("NX")
                 .ignore();
         }
-        pipe.query_async::<()>(&mut self.conn.clone())
-            .await
-            .map_err(failed)
+        self.query::<()>(&pipe).await
     }
 
     async fn unregister(&self, node: &str, users: &[String]) -> Result<(), RouteError> {
@@ -90,41 +129,35 @@ impl RouteRegistry for RedisRoutes {
         for user in users {
             pipe.hdel(self.names.route_key(user), node).ignore();
         }
-        pipe.query_async::<()>(&mut self.conn.clone())
-            .await
-            .map_err(failed)
+        self.query::<()>(&pipe).await
     }
 
     async fn node_heartbeat(&self, node: &str, ttl: Duration) -> Result<(), RouteError> {
-        redis::cmd("SET")
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
             .arg(self.names.node_alive_key(node))
             .arg(now_ms())
             .arg("PX")
             .arg(ttl.as_millis() as u64)
-            .query_async::<()>(&mut self.conn.clone())
-            .await
-            .map_err(failed)
+            .ignore();
+        self.query::<()>(&pipe).await
     }
 
     async fn node_gone(&self, node: &str) -> Result<(), RouteError> {
-        redis::cmd("DEL")
-            .arg(self.names.node_alive_key(node))
-            .query_async::<()>(&mut self.conn.clone())
-            .await
-            .map_err(failed)
+        let mut pipe = redis::pipe();
+        pipe.del(self.names.node_alive_key(node)).ignore();
+        self.query::<()>(&pipe).await
     }
 
     async fn lookup(&self, users: &[String]) -> Result<HashMap<String, Vec<String>>, RouteError> {
         if users.is_empty() {
             return Ok(HashMap::new());
         }
-        let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
         for user in users {
             pipe.hgetall(self.names.route_key(user));
         }
-        let routes: Vec<HashMap<String, i64>> =
-            pipe.query_async(&mut conn).await.map_err(failed)?;
+        let routes: Vec<HashMap<String, i64>> = self.query(&pipe).await?;
 
         let nodes: Vec<String> = routes
             .iter()
@@ -139,7 +172,7 @@ impl RouteRegistry for RedisRoutes {
             for node in &nodes {
                 pipe.exists(self.names.node_alive_key(node));
             }
-            let flags: Vec<bool> = pipe.query_async(&mut conn).await.map_err(failed)?;
+            let flags: Vec<bool> = self.query(&pipe).await?;
             nodes.into_iter().zip(flags).collect()
         };
 
@@ -174,7 +207,7 @@ impl RouteRegistry for RedisRoutes {
         if any_stale {
             // Cleaning up is a courtesy: a failure leaves routes that the next
             // lookup ignores again.
-            if let Err(e) = stale.query_async::<()>(&mut conn).await {
+            if let Err(e) = self.query::<()>(&stale).await {
                 tracing::debug!(error = %e, "could not remove stale routes");
             }
         }

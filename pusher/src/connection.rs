@@ -57,6 +57,7 @@ enum Ending {
 
 struct Conn {
     socket: WebSocket,
+    incoming: mpsc::Receiver<Arc<LiveEvent>>,
     node: Arc<Node>,
     slot: Arc<ConnSlot>,
     user: String,
@@ -67,7 +68,7 @@ struct Conn {
 
 pub async fn serve(socket: WebSocket, node: Arc<Node>, identity: Identity, start: Start) {
     let user = identity.user_id;
-    let (queue, mut incoming) = mpsc::channel::<Arc<LiveEvent>>(node.config.send_queue);
+    let (queue, incoming) = mpsc::channel::<Arc<LiveEvent>>(node.config.send_queue);
     let (slot, presence) = node.hub.add(&user, queue);
     // The route is in the registry before anything is read from the store:
     // whatever is stored after that read is dispatched here live.
@@ -76,6 +77,7 @@ pub async fn serve(socket: WebSocket, node: Arc<Node>, identity: Identity, start
     }
     let mut conn = Conn {
         socket,
+        incoming,
         node: node.clone(),
         slot: slot.clone(),
         stream: user_stream(&user),
@@ -83,7 +85,7 @@ pub async fn serve(socket: WebSocket, node: Arc<Node>, identity: Identity, start
         cursor: 0,
         last_heard: Instant::now(),
     };
-    let ending = conn.run(start, &mut incoming).await;
+    let ending = conn.run(start).await;
     if node.hub.remove(&user, &slot) == Presence::Changed {
         node.registrar.left(&user);
     }
@@ -98,7 +100,7 @@ pub async fn serve(socket: WebSocket, node: Arc<Node>, identity: Identity, start
 }
 
 impl Conn {
-    async fn run(&mut self, start: Start, incoming: &mut mpsc::Receiver<Arc<LiveEvent>>) -> Ending {
+    async fn run(&mut self, start: Start) -> Ending {
         match self.open(start).await {
             Ok(()) => {}
             Err(ending) => return ending,
@@ -107,7 +109,7 @@ impl Conn {
         ping.tick().await;
         loop {
             let step = tokio::select! {
-                event = incoming.recv() => match event {
+                event = self.incoming.recv() => match event {
                     Some(event) => self.live(&event).await,
                     None => Err(Ending::Gone),
                 },
@@ -157,11 +159,19 @@ impl Conn {
         if recreated || expired {
             self.send(frames::reset(USER_STREAM, info.first, &info.epoch))
                 .await?;
-            self.cursor = info.first - 1;
+            self.move_cursor(info.first - 1);
         } else {
-            self.cursor = wanted;
+            self.move_cursor(wanted);
         }
-        self.fill(None).await
+        self.fill(None).await?;
+        // Live events that piled up while replaying may have overflowed the
+        // queue: that is catching up, not slowness. Everything dropped is in
+        // the store, so forget the queue and read the store once more.
+        while self.slot.clear_overflow() {
+            while self.incoming.try_recv().is_ok() {}
+            self.fill(None).await?;
+        }
+        Ok(())
     }
 
     /// Writes stored entries after the cursor: all of them (`until: None`) or
@@ -208,7 +218,7 @@ impl Conn {
                 let epoch = self.info().await?.epoch;
                 self.send(frames::reset(USER_STREAM, first.seq, &epoch))
                     .await?;
-                self.cursor = first.seq - 1;
+                self.move_cursor(first.seq - 1);
             }
             waited = 0;
             for event in &page {
@@ -246,8 +256,13 @@ impl Conn {
     }
 
     fn delivered(&mut self, seq: u64) {
-        self.cursor = seq;
+        self.move_cursor(seq);
         self.node.progress.delivered(&self.stream, seq);
+    }
+
+    fn move_cursor(&mut self, seq: u64) {
+        self.cursor = seq;
+        self.slot.set_cursor(seq);
     }
 
     async fn inbound(

@@ -24,6 +24,10 @@ pub struct ConnSlot {
     id: u64,
     queue: mpsc::Sender<Arc<LiveEvent>>,
     overflowed: AtomicBool,
+    /// The connection's cursor, mirrored: events at or below it are repeats
+    /// and are not queued at all, so a re-consumed backlog cannot overflow a
+    /// connection that is keeping up.
+    cursor: AtomicU64,
 }
 
 impl ConnSlot {
@@ -31,6 +35,16 @@ impl ConnSlot {
     /// was full: it must close, and the client resumes to catch up.
     pub fn overflowed(&self) -> bool {
         self.overflowed.load(Ordering::Relaxed)
+    }
+
+    /// Publishes the connection's cursor to the hub.
+    pub fn set_cursor(&self, seq: u64) {
+        self.cursor.store(seq, Ordering::Relaxed);
+    }
+
+    /// Clears the overflow mark; returns whether it was set.
+    pub fn clear_overflow(&self) -> bool {
+        self.overflowed.swap(false, Ordering::Relaxed)
     }
 }
 
@@ -61,6 +75,7 @@ impl Hub {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             queue,
             overflowed: AtomicBool::new(false),
+            cursor: AtomicU64::new(0),
         });
         let mut users = self.users.lock().expect("hub lock");
         let conns = users.entry(user.to_string()).or_default();
@@ -107,6 +122,9 @@ impl Hub {
         };
         let mut taken = 0;
         for conn in conns {
+            if event.seq <= conn.cursor.load(Ordering::Relaxed) {
+                continue;
+            }
             match conn.queue.try_send(event.clone()) {
                 Ok(()) => taken += 1,
                 Err(mpsc::error::TrySendError::Full(_)) => {
@@ -174,5 +192,19 @@ mod tests {
         assert_eq!(fast_rx.try_recv().unwrap().seq, 1);
         assert_eq!(fast_rx.try_recv().unwrap().seq, 2);
         assert_eq!(hub.deliver("nobody", &event(3)), 0);
+    }
+
+    #[test]
+    fn repeats_below_the_cursor_are_not_queued() {
+        let hub = Hub::default();
+        let (queue, mut rx) = mpsc::channel(1);
+        let (slot, _) = hub.add("u", queue);
+        slot.set_cursor(5);
+        for seq in 1..=5 {
+            assert_eq!(hub.deliver("u", &event(seq)), 0);
+        }
+        assert!(!slot.overflowed());
+        assert_eq!(hub.deliver("u", &event(6)), 1);
+        assert_eq!(rx.try_recv().unwrap().seq, 6);
     }
 }

@@ -95,6 +95,11 @@ impl Process {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// The OS process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Kills the process as `kill -9` would: no clean-up, no goodbye.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -420,7 +425,7 @@ impl Cluster {
 
     /// A Redis connection, to look at the registry as the services see it.
     pub async fn redis(&self) -> Result<redis::aio::MultiplexedConnection> {
-        Ok(redis::Client::open(REDIS)?
+        Ok(redis::Client::open(self.topology.redis.as_str())?
             .get_multiplexed_async_connection()
             .await?)
     }
