@@ -136,6 +136,12 @@ impl Log for KafkaLog {
             .set("heartbeat.interval.ms", "1000")
             .set("fetch.wait.max.ms", "100")
             .set("enable.partition.eof", "false")
+            // Incremental rebalancing: survivors keep their partitions while a
+            // dead member's move, and the move does not depend on every
+            // member's join arriving in one round (which tansu's coordinator
+            // does not wait for: with eager assignment a survivor could be
+            // left with only its old share).
+            .set("partition.assignment.strategy", "cooperative-sticky")
             .create_with_context(GroupContext {
                 assigned: assigned_tx,
             })
