@@ -8,18 +8,17 @@ pub mod jwt;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post};
+use axum::routing::post;
 use axum::{Json, Router};
 use clap::Args;
 use herald_common::envelope::{Limits, valid_user_id};
-use herald_common::http::{ApiError, require_api_key};
+use herald_common::http::{ApiError, Service, require_api_key};
 use herald_common::time::now_secs;
 use jwt::Claims;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::net::TcpListener;
 
 /// authsvc's configuration.
 #[derive(Args, Clone, Debug)]
@@ -49,21 +48,20 @@ struct AuthState {
     config: Config,
 }
 
-/// The HTTP routes, for embedding into another server.
-pub fn router(config: Config) -> Router {
-    Router::new()
-        .route("/v1/tokens", post(issue))
-        .route("/v1/verify", post(verify))
-        .route("/healthz", get(|| async { "ok" }))
-        .with_state(Arc::new(AuthState { config }))
+/// authsvc as a service: its endpoints, ready at once (it needs nothing).
+pub fn start(config: Config) -> Service {
+    Service::always_ready(
+        Router::new()
+            .route("/v1/tokens", post(issue))
+            .route("/v1/verify", post(verify))
+            .with_state(Arc::new(AuthState { config })),
+    )
 }
 
-/// Serves authsvc until the process ends.
+/// Serves authsvc until the process is asked to stop.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(config.addr).await?;
-    tracing::info!(addr = %listener.local_addr()?, "authsvc listening");
-    axum::serve(listener, router(config)).await?;
-    Ok(())
+    let addr = config.addr;
+    start(config).serve(addr, "authsvc").await
 }
 
 #[derive(Deserialize)]

@@ -25,9 +25,6 @@ pub fn router(collector: Arc<Collector>) -> Router {
         .route("/v1/messages/batch", post(submit_batch))
         .route("/v1/messages/{id}", get(message_status))
         .route("/v1/streams/{user}/messages", get(read_stream))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(ready))
-        .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(collector.config.max_body_bytes))
         .with_state(collector)
 }
@@ -207,16 +204,4 @@ async fn read_stream(
         answer["reset"] = json!({"from": info.first});
     }
     Ok((StatusCode::OK, Json(answer)))
-}
-
-async fn ready(State(c): Shared) -> Result<&'static str, ApiError> {
-    if *c.ingest_ready.borrow() {
-        Ok("ready")
-    } else {
-        Err(ApiError::unavailable("not yet reading the ingest topic"))
-    }
-}
-
-async fn metrics(State(c): Shared) -> String {
-    c.metrics.render()
 }

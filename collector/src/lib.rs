@@ -17,6 +17,7 @@ mod writer;
 use clap::Args;
 use herald_common::config::InfraArgs;
 use herald_common::envelope::Limits;
+use herald_common::http::Service;
 use herald_common::kafka::KafkaLog;
 use herald_common::log::Log;
 use herald_common::mongo_store::MongoStore;
@@ -24,7 +25,6 @@ use herald_common::store::MessageStore;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use metrics::Metrics;
@@ -114,16 +114,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         MongoStore::connect(&config.infra.mongo_uri, &config.infra.names().database()).await?,
     );
     let log: Arc<dyn Log> = Arc::new(KafkaLog::connect(config.infra.kafka())?);
-    run_with(config, store, log).await
+    let addr = config.addr;
+    start(config, store, log).serve(addr, "collector").await
 }
 
-/// Runs the collector on the given store and log: the cluster passes MongoDB
-/// and Kafka, the single-process mode its embedded ones.
-pub async fn run_with(
-    config: Config,
-    store: Arc<dyn MessageStore>,
-    log: Arc<dyn Log>,
-) -> anyhow::Result<()> {
+/// Starts the collector on the given store and log (the cluster passes
+/// MongoDB and Kafka, the single-process mode its embedded ones) and returns
+/// it as a service; its background tasks run from now on.
+pub fn start(config: Config, store: Arc<dyn MessageStore>, log: Arc<dyn Log>) -> Service {
     let names = config.infra.names();
     let metrics = Arc::new(Metrics::default());
     let publisher = publisher::spawn(
@@ -163,8 +161,10 @@ pub async fn run_with(
         }
     });
 
-    let listener = TcpListener::bind(config.addr).await?;
-    tracing::info!(addr = %listener.local_addr()?, "collector listening");
-    axum::serve(listener, http::router(collector)).await?;
-    Ok(())
+    let metrics = collector.metrics.clone();
+    Service {
+        ready: collector.ingest_ready.subscribe(),
+        metrics: Arc::new(move || metrics.render()),
+        api: http::router(collector),
+    }
 }

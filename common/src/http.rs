@@ -119,3 +119,98 @@ mod tests {
         assert!(require_api_key(&h, "k").is_ok());
     }
 }
+
+/// A service as a router plus what operators ask of it. Every service builds
+/// one; the cluster binaries serve each alone, the single-process mode merges
+/// them on one port.
+pub struct Service {
+    /// The public endpoints (`/v1/...`, `/ws`...).
+    pub api: axum::Router,
+    /// Becomes true once the service does its work (has its partitions...).
+    pub ready: tokio::sync::watch::Receiver<bool>,
+    /// Renders the service's counters in the Prometheus text format.
+    pub metrics: std::sync::Arc<dyn Fn() -> String + Send + Sync>,
+}
+
+impl Service {
+    /// A service that is ready from the start and counts nothing.
+    pub fn always_ready(api: axum::Router) -> Self {
+        Self {
+            api,
+            ready: tokio::sync::watch::channel(true).1,
+            metrics: std::sync::Arc::new(String::new),
+        }
+    }
+
+    /// Several services as one: their APIs merged (paths must not clash),
+    /// ready when all are, their metrics concatenated.
+    pub fn merge(services: Vec<Service>) -> Self {
+        let mut api = axum::Router::new();
+        let mut readies = Vec::new();
+        let mut metrics = Vec::new();
+        for s in services {
+            api = api.merge(s.api);
+            readies.push(s.ready);
+            metrics.push(s.metrics);
+        }
+        let (ready_tx, ready) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            for mut r in readies {
+                if r.wait_for(|ready| *ready).await.is_err() {
+                    return;
+                }
+            }
+            ready_tx.send_replace(true);
+        });
+        Self {
+            api,
+            ready,
+            metrics: std::sync::Arc::new(move || metrics.iter().map(|m| m()).collect()),
+        }
+    }
+
+    /// The API plus `/healthz` (the process answers), `/readyz` (200 once
+    /// ready, else 503) and `/metrics`.
+    pub fn into_router(self) -> axum::Router {
+        use axum::routing::get;
+        let ready = self.ready;
+        let metrics = self.metrics;
+        self.api
+            .route("/healthz", get(|| async { "ok" }))
+            .route(
+                "/readyz",
+                get(move || {
+                    let ready = *ready.borrow();
+                    async move {
+                        if ready {
+                            Ok("ready")
+                        } else {
+                            Err(ApiError::unavailable("not ready yet"))
+                        }
+                    }
+                }),
+            )
+            .route("/metrics", get(move || async move { metrics() }))
+    }
+
+    /// Serves the service on `addr` until the process is asked to stop.
+    pub async fn serve(self, addr: std::net::SocketAddr, name: &str) -> anyhow::Result<()> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        tracing::info!(addr = %listener.local_addr()?, "{name} listening");
+        axum::serve(listener, self.into_router())
+            .with_graceful_shutdown(shutdown_signal())
+            .await?;
+        Ok(())
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler installs");
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}

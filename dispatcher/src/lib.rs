@@ -11,12 +11,10 @@
 mod metrics;
 
 use axum::Router;
-use axum::extract::State;
-use axum::routing::get;
 use clap::Args;
 use herald_common::config::InfraArgs;
 use herald_common::envelope::{Event, stream_user};
-use herald_common::http::ApiError;
+use herald_common::http::Service;
 use herald_common::kafka::KafkaLog;
 use herald_common::log::{Log, LogConsumer, OutgoingRecord, Record, StartAt};
 use herald_common::names::Names;
@@ -27,7 +25,6 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 /// dispatcher's configuration.
@@ -49,75 +46,62 @@ pub struct Config {
 /// store; its recipient gets it by replay).
 const MAX_PUBLISH_ATTEMPTS: u32 = 10;
 
-/// Runs a dispatcher on Kafka and Redis until the process ends.
+/// Runs a dispatcher on Kafka and Redis until the process is asked to stop.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let log: Arc<dyn Log> = Arc::new(KafkaLog::connect(config.infra.kafka())?);
     let routes: Arc<dyn RouteRegistry> =
         Arc::new(RedisRoutes::connect(&config.infra.redis_url, config.infra.names()).await?);
-    run_with(config, log, routes).await
+    let addr = config.addr;
+    start(config, log, routes).serve(addr, "dispatcher").await
 }
 
-struct Shared {
-    ready: watch::Receiver<bool>,
-    metrics: Arc<Metrics>,
-}
-
-/// Runs a dispatcher on the given log and route registry.
-pub async fn run_with(
-    config: Config,
-    log: Arc<dyn Log>,
-    routes: Arc<dyn RouteRegistry>,
-) -> anyhow::Result<()> {
-    let names = config.infra.names();
-    let topic = names.events_topic();
-    while let Err(e) = log.ensure_topic(&topic, config.infra.partitions).await {
-        tracing::warn!(%topic, error = %e, "cannot create topic; retrying");
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    let consumer = log
-        .consume(
-            &names.dispatcher_group(),
-            std::slice::from_ref(&topic),
-            StartAt::Earliest,
-        )
-        .await?;
+/// Starts a dispatcher on the given log and route registry; it routes from
+/// now on, in a background task, and has no public API of its own.
+pub fn start(config: Config, log: Arc<dyn Log>, routes: Arc<dyn RouteRegistry>) -> Service {
     let metrics = Arc::new(Metrics::default());
-    let shared = Arc::new(Shared {
-        ready: consumer.assigned(),
-        metrics: metrics.clone(),
-    });
-
-    let listener = TcpListener::bind(config.addr).await?;
-    tracing::info!(addr = %listener.local_addr()?, "dispatcher listening");
-    let app = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(ready))
-        .route(
-            "/metrics",
-            get(|State(s): State<Arc<Shared>>| async move { s.metrics.render() }),
-        )
-        .with_state(shared);
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
-
-    let dispatch = Dispatcher {
-        names,
+    let (ready_tx, ready) = watch::channel(false);
+    let dispatcher = Dispatcher {
+        names: config.infra.names(),
         log,
         routes,
-        metrics,
+        metrics: metrics.clone(),
     };
-    tokio::select! {
-        r = dispatch.run(consumer, config.batch) => r,
-        r = server => Err(anyhow::anyhow!("http server stopped: {r:?}")),
-    }
-}
-
-async fn ready(State(s): State<Arc<Shared>>) -> Result<&'static str, ApiError> {
-    if *s.ready.borrow() {
-        Ok("ready")
-    } else {
-        Err(ApiError::unavailable(
-            "not yet assigned to the events group",
-        ))
+    tokio::spawn(async move {
+        let topic = dispatcher.names.events_topic();
+        while let Err(e) = dispatcher
+            .log
+            .ensure_topic(&topic, config.infra.partitions)
+            .await
+        {
+            tracing::warn!(%topic, error = %e, "cannot create topic; retrying");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let group = dispatcher.names.dispatcher_group();
+        let consumer = loop {
+            match dispatcher
+                .log
+                .consume(&group, std::slice::from_ref(&topic), StartAt::Earliest)
+                .await
+            {
+                Ok(c) => break c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot join the events group; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        };
+        let mut assigned = consumer.assigned();
+        tokio::spawn(async move {
+            if assigned.wait_for(|a| *a).await.is_ok() {
+                ready_tx.send_replace(true);
+            }
+        });
+        dispatcher.run(consumer, config.batch).await;
+    });
+    Service {
+        api: Router::new(),
+        ready,
+        metrics: Arc::new(move || metrics.render()),
     }
 }
 
@@ -129,7 +113,7 @@ struct Dispatcher {
 }
 
 impl Dispatcher {
-    async fn run(&self, mut consumer: Box<dyn LogConsumer>, batch: usize) -> anyhow::Result<()> {
+    async fn run(&self, mut consumer: Box<dyn LogConsumer>, batch: usize) {
         loop {
             let records = match consumer.next_batch(batch, Duration::from_millis(5)).await {
                 Ok(records) => records,

@@ -29,6 +29,13 @@ pub enum AuthError {
     Unavailable(String),
 }
 
+/// Turns a token into an identity. The cluster asks authsvc over HTTP; the
+/// single-process mode checks the signature in process.
+#[async_trait::async_trait]
+pub trait Verifier: Send + Sync + 'static {
+    async fn verify(&self, token: &str) -> Result<Identity, AuthError>;
+}
+
 pub struct AuthClient {
     verify_url: String,
     http: reqwest::Client,
@@ -45,8 +52,11 @@ impl AuthClient {
             http,
         }
     }
+}
 
-    pub async fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+#[async_trait::async_trait]
+impl Verifier for AuthClient {
+    async fn verify(&self, token: &str) -> Result<Identity, AuthError> {
         let response = self
             .http
             .post(&self.verify_url)

@@ -11,7 +11,7 @@ mod node_topic;
 mod progress;
 mod registration;
 
-use auth::{AuthClient, AuthError};
+use auth::{AuthClient, AuthError, Verifier};
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::WebSocketUpgrade;
@@ -22,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use clap::Args;
 use herald_common::config::InfraArgs;
-use herald_common::http::{ApiError, bearer};
+use herald_common::http::{ApiError, Service, bearer, shutdown_signal};
 use herald_common::kafka::KafkaLog;
 use herald_common::log::{Log, StartAt};
 use herald_common::mongo_store::MongoStore;
@@ -68,6 +68,10 @@ pub struct Config {
     #[arg(long, env = "HERALD_ROUTE_TTL_SECS", default_value_t = 30)]
     pub route_ttl_secs: u64,
 
+    /// Serve the demo page at `/`.
+    #[arg(long, env = "HERALD_DEMO_PAGE")]
+    pub demo_page: bool,
+
     /// Largest frame a client may send, bytes.
     #[arg(long, env = "HERALD_MAX_CLIENT_FRAME", default_value_t = 64 * 1024)]
     pub max_client_frame: usize,
@@ -80,11 +84,12 @@ pub(crate) struct Node {
     registrar: Registrar,
     store: Arc<dyn MessageStore>,
     progress: Arc<Progress>,
-    auth: AuthClient,
+    auth: Arc<dyn Verifier>,
     ready: watch::Receiver<bool>,
 }
 
-/// Runs a push node on Kafka, Redis and MongoDB until the process ends.
+/// Runs a push node on Kafka, Redis and MongoDB, asking authsvc over HTTP,
+/// until the process is asked to stop.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let names = config.infra.names();
     let log: Arc<dyn Log> = Arc::new(KafkaLog::connect(config.infra.kafka())?);
@@ -92,16 +97,31 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Arc::new(RedisRoutes::connect(&config.infra.redis_url, names.clone()).await?);
     let store: Arc<dyn MessageStore> =
         Arc::new(MongoStore::connect(&config.infra.mongo_uri, &names.database()).await?);
-    run_with(config, log, routes, store).await
+    let verifier: Arc<dyn Verifier> = Arc::new(AuthClient::new(&config.auth_url));
+    let service = start(config.clone(), log, routes.clone(), store, verifier).await?;
+
+    let listener = TcpListener::bind(config.addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, node = %config.node_id, "pusher listening");
+    axum::serve(listener, service.into_router())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            // Tell dispatchers at once rather than after the lease: clients
+            // reconnect elsewhere and their new routes take over.
+            let _ = routes.node_gone(&config.node_id).await;
+        })
+        .await?;
+    Ok(())
 }
 
-/// Runs a push node on the given log, registry and store.
-pub async fn run_with(
+/// Starts a push node on the given log, registry, store and token verifier:
+/// creates its topic, joins it, and returns the node as a service.
+pub async fn start(
     config: Config,
     log: Arc<dyn Log>,
     routes: Arc<dyn RouteRegistry>,
     store: Arc<dyn MessageStore>,
-) -> anyhow::Result<()> {
+    verifier: Arc<dyn Verifier>,
+) -> anyhow::Result<Service> {
     let names = config.infra.names();
     let topic = names.node_topic(&config.node_id);
     // One partition: the node's whole topic is one ordered sequence.
@@ -126,50 +146,55 @@ pub async fn run_with(
     let ready = consumer.assigned();
 
     let hub = Arc::new(Hub::default());
-    let registrar =
-        registration::spawn(routes.clone(), hub.clone(), config.node_id.clone(), leases);
+    let registrar = registration::spawn(routes, hub.clone(), config.node_id.clone(), leases);
     let progress = Arc::new(Progress::default());
     progress::spawn(progress.clone(), store.clone(), Duration::from_secs(1));
     tokio::spawn(node_topic::run(consumer, hub.clone()));
 
     let node = Arc::new(Node {
-        auth: AuthClient::new(&config.auth_url),
+        auth: verifier,
         config: config.clone(),
-        hub,
+        hub: hub.clone(),
         registrar,
         store,
         progress,
-        ready,
+        ready: ready.clone(),
     });
-    let app = Router::new()
+    let mut api = Router::new()
         .route("/ws", get(upgrade))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/client.js", get(client_js))
         .with_state(node);
-    let listener = TcpListener::bind(config.addr).await?;
-    tracing::info!(addr = %listener.local_addr()?, node = %config.node_id, "pusher listening");
-    let shutdown_routes = routes.clone();
-    let node_id = config.node_id.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            // Tell dispatchers at once rather than after the lease: clients
-            // reconnect elsewhere and their new routes take over.
-            let _ = shutdown_routes.node_gone(&node_id).await;
-        })
-        .await?;
-    Ok(())
+    if config.demo_page {
+        api = api.route("/", get(demo_page));
+    }
+    Ok(Service {
+        api,
+        ready,
+        metrics: Arc::new(move || {
+            format!(
+                "herald_pusher_connections {}\nherald_pusher_users {}\n",
+                hub.connection_count(),
+                hub.users().len()
+            )
+        }),
+    })
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler installs");
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term.recv() => {}
-    }
+/// The JavaScript client library (web/client.js), served so that pages load
+/// the version that matches the server.
+async fn client_js() -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/javascript; charset=utf-8",
+        )],
+        include_str!("../../web/client.js"),
+    )
+}
+
+/// The demo page (web/index.html).
+async fn demo_page() -> impl IntoResponse {
+    axum::response::Html(include_str!("../../web/index.html"))
 }
 
 #[derive(Deserialize)]
@@ -224,20 +249,4 @@ async fn upgrade(
         .max_message_size(node.config.max_client_frame)
         .max_frame_size(node.config.max_client_frame)
         .on_upgrade(move |socket| connection::serve(socket, node, identity, start))
-}
-
-async fn readyz(State(node): State<Arc<Node>>) -> Result<&'static str, ApiError> {
-    if *node.ready.borrow() {
-        Ok("ready")
-    } else {
-        Err(ApiError::unavailable("not yet reading the node topic"))
-    }
-}
-
-async fn metrics(State(node): State<Arc<Node>>) -> String {
-    format!(
-        "herald_pusher_connections {}\nherald_pusher_users {}\n",
-        node.hub.connection_count(),
-        node.hub.users().len()
-    )
 }
