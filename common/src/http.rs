@@ -81,45 +81,6 @@ pub fn require_api_key(headers: &HeaderMap, api_key: &str) -> Result<(), ApiErro
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use axum::http::HeaderValue;
-
-    #[test]
-    fn reads_bearer_credentials_case_insensitively() {
-        let mut h = HeaderMap::new();
-        assert_eq!(bearer(&h), None);
-        h.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("bearer abc"),
-        );
-        assert_eq!(bearer(&h), Some("abc"));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
-        assert_eq!(bearer(&h), None);
-    }
-
-    #[test]
-    fn api_key_check_distinguishes_missing_from_wrong() {
-        let mut h = HeaderMap::new();
-        assert!(
-            require_api_key(&h, "k")
-                .unwrap_err()
-                .message
-                .contains("missing")
-        );
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
-        assert!(
-            require_api_key(&h, "k")
-                .unwrap_err()
-                .message
-                .contains("wrong")
-        );
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer k"));
-        assert!(require_api_key(&h, "k").is_ok());
-    }
-}
-
 /// A service as a router plus what operators ask of it. Every service builds
 /// one; the cluster binaries serve each alone, the single-process mode merges
 /// them on one port.
@@ -212,5 +173,44 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn reads_bearer_credentials_case_insensitively() {
+        let mut h = HeaderMap::new();
+        assert_eq!(bearer(&h), None);
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("bearer abc"),
+        );
+        assert_eq!(bearer(&h), Some("abc"));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        assert_eq!(bearer(&h), None);
+    }
+
+    #[test]
+    fn api_key_check_distinguishes_missing_from_wrong() {
+        let mut h = HeaderMap::new();
+        assert!(
+            require_api_key(&h, "k")
+                .unwrap_err()
+                .message
+                .contains("missing")
+        );
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
+        assert!(
+            require_api_key(&h, "k")
+                .unwrap_err()
+                .message
+                .contains("wrong")
+        );
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer k"));
+        assert!(require_api_key(&h, "k").is_ok());
     }
 }

@@ -3,7 +3,7 @@
 //
 //   node --test tests/browser/      (tests/browser/run installs and builds first)
 //
-// Needs: target/release/herald (or HERALD_BIN), /usr/bin/chromium (or
+// Needs: target/debug/herald (or HERALD_BIN), /usr/bin/chromium (or
 // CHROMIUM_BIN), and `npm ci` done in tests/browser.
 
 import { test } from 'node:test';
@@ -20,7 +20,7 @@ import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const HERALD = process.env.HERALD_BIN ?? path.join(ROOT, 'target/release/herald');
+const HERALD = process.env.HERALD_BIN ?? path.join(ROOT, 'target/debug/herald');
 const CHROMIUM = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium';
 const SCREENSHOT = path.join(ROOT, 'target/browser/demo.png');
 const STARTUP_MS = 60_000;
@@ -117,7 +117,7 @@ function stateIs(page, wanted, negate = false) {
 test('demo page: send, receive, survive a server restart without loss or duplicates', async (t) => {
   assert.ok(
     existsSync(HERALD),
-    `${HERALD} is missing: build it with \`cargo build --release -p herald\` (tests/browser/run does)`,
+    `${HERALD} is missing: build it with \`cargo build -p herald\` (tests/browser/run does)`,
   );
   assert.ok(existsSync(CHROMIUM), `${CHROMIUM} is missing: \`apt-get install chromium\` (tests/browser/run does)`);
 

@@ -66,6 +66,8 @@ pub enum Service {
     Collector,
     Dispatcher,
     Pusher,
+    /// `herald standalone`: every service in one process.
+    Standalone,
 }
 
 impl Service {
@@ -75,6 +77,7 @@ impl Service {
             Service::Collector => "herald-collector",
             Service::Dispatcher => "herald-dispatcher",
             Service::Pusher => "herald-pusher",
+            Service::Standalone => "herald",
         }
     }
 }
@@ -230,8 +233,27 @@ pub struct Cluster {
     pub collectors: Vec<Process>,
     pub dispatchers: Vec<Process>,
     pub pushers: Vec<Process>,
+    /// In standalone mode, the one process; the service lists above then all
+    /// name its port.
+    pub standalone: Option<Process>,
     pub topology: Topology,
     http: reqwest::Client,
+}
+
+/// Whether the end-to-end tests target `herald standalone` (environment
+/// `HERALD_E2E_TARGET=standalone`) instead of a cluster of services.
+pub fn standalone_mode() -> bool {
+    std::env::var("HERALD_E2E_TARGET").as_deref() == Ok("standalone")
+}
+
+/// For a test of something only a cluster has (Kafka ingest, several nodes,
+/// Redis routes): true, after saying so, when the target is standalone.
+pub fn skip_in_standalone(needs: &str) -> bool {
+    let skip = standalone_mode();
+    if skip {
+        eprintln!("skipped in standalone mode: needs {needs}");
+    }
+    skip
 }
 
 impl Cluster {
@@ -239,6 +261,9 @@ impl Cluster {
         let namespace = unique_namespace(test);
         let logs = target_dir().join("e2e-logs").join(&namespace);
         std::fs::create_dir_all(&logs)?;
+        if standalone_mode() {
+            return Self::start_standalone(namespace, logs, topology).await;
+        }
         let common_env = vec![
             ("HERALD_NAMESPACE".to_string(), namespace.clone()),
             ("HERALD_API_KEY".to_string(), API_KEY.to_string()),
@@ -320,6 +345,7 @@ impl Cluster {
             collectors,
             dispatchers,
             pushers,
+            standalone: None,
             topology,
             http: reqwest::Client::new(),
         };
@@ -330,6 +356,58 @@ impl Cluster {
             p.wait_ready().await?;
         }
         Ok(cluster)
+    }
+
+    /// One `herald standalone` process with a fresh data directory; every
+    /// service of the topology is that process.
+    async fn start_standalone(
+        namespace: String,
+        logs: PathBuf,
+        topology: Topology,
+    ) -> Result<Self> {
+        let port = free_port();
+        let data = logs.join("data");
+        let mut process = Process {
+            service: Service::Standalone,
+            port,
+            name: "standalone".into(),
+            args: vec![
+                "standalone".into(),
+                "--addr".into(),
+                format!("127.0.0.1:{port}"),
+                "--data-dir".into(),
+                data.display().to_string(),
+            ],
+            envs: vec![
+                ("HERALD_API_KEY".into(), API_KEY.into()),
+                ("HERALD_JWT_SECRET".into(), JWT_SECRET.into()),
+            ],
+            log: logs.join("standalone.log"),
+            child: None,
+        };
+        process.spawn()?;
+        process.wait_ready().await?;
+        let alias = |name: &str| Process {
+            service: Service::Standalone,
+            port,
+            name: name.into(),
+            args: Vec::new(),
+            envs: Vec::new(),
+            log: logs.join("standalone.log"),
+            child: None,
+        };
+        Ok(Cluster {
+            namespace,
+            authsvc: alias("authsvc"),
+            collectors: (0..topology.collectors)
+                .map(|_| alias("collector"))
+                .collect(),
+            dispatchers: Vec::new(),
+            pushers: (0..topology.pushers).map(|_| alias("pusher")).collect(),
+            standalone: Some(process),
+            topology,
+            http: reqwest::Client::new(),
+        })
     }
 
     fn processes_mut(&mut self) -> impl Iterator<Item = &mut Process> {
@@ -368,6 +446,15 @@ impl Cluster {
         let token = self.token(user).await?;
         let client = WsClient::connect(&self.ws_url(node, &format!("token={token}"))).await?;
         Ok(client)
+    }
+
+    /// The node id pusher `node` announces in its welcome frame.
+    pub fn node_id(&self, node: usize) -> String {
+        if self.standalone.is_some() {
+            "standalone".into()
+        } else {
+            format!("node-{}", (b'a' + node as u8) as char)
+        }
     }
 
     pub fn ws_url(&self, node: usize, query: &str) -> String {
