@@ -4,7 +4,7 @@
 //! MongoDB commits; when idle a lone request is written at once.
 
 use crate::publisher::PublisherHandle;
-use herald_common::envelope::{Submission, user_stream};
+use herald_common::envelope::Submission;
 use herald_common::store::{Appended, MessageStore, NewMessage, StoreError};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -15,11 +15,12 @@ const MAX_MESSAGES_PER_WRITE: usize = 1000;
 /// The store form of a validated submission.
 pub fn new_message(s: Submission) -> NewMessage {
     NewMessage {
-        streams: s.users.iter().map(|u| user_stream(u)).collect(),
+        streams: s.target.streams(),
         payload: s.payload,
         key: s.key,
         from: s.from,
         ttl_secs: s.ttl_secs,
+        id: s.id,
     }
 }
 

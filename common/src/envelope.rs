@@ -48,19 +48,47 @@ struct SubmissionWire {
     ttl_secs: Option<u64>,
     #[serde(default)]
     from: Option<String>,
+    #[serde(default)]
+    id: Option<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TargetWire {
-    users: Vec<String>,
+    #[serde(default)]
+    users: Option<Vec<String>>,
+    #[serde(default)]
+    topic: Option<String>,
+    #[serde(default)]
+    all: Option<bool>,
+}
+
+/// Who a message is for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// Each user's own stream, `user:<id>`: distinct ids, in the order first named.
+    Users(Vec<String>),
+    /// The topic's stream, `topic:<name>`, stored once for all its subscribers.
+    Topic(String),
+    /// The stream `all`, which every connection follows.
+    All,
+}
+
+impl Target {
+    /// The storage names of the streams the message is appended to.
+    pub fn streams(&self) -> Vec<String> {
+        match self {
+            Target::Users(users) => users.iter().map(|u| user_stream(u)).collect(),
+            Target::Topic(topic) => vec![topic_stream(topic)],
+            Target::All => vec![ALL_STREAM.to_string()],
+        }
+    }
 }
 
 /// A validated business message: who it is for and what it says.
 #[derive(Clone, Debug)]
 pub struct Submission {
-    /// Distinct recipients, in the order first named.
-    pub users: Vec<String>,
+    pub target: Target,
     /// The payload's JSON text, exactly as submitted.
     pub payload: Box<RawValue>,
     /// Idempotency key: a second submission with the same key is the same message.
@@ -69,6 +97,8 @@ pub struct Submission {
     pub ttl_secs: u64,
     /// The sender, when a user (rather than a business system) sent it.
     pub from: Option<String>,
+    /// An id chosen by the submitter (a UUID); normally absent.
+    pub id: Option<String>,
 }
 
 /// Why a submission was refused. The text is shown to the submitter, so it
@@ -77,6 +107,10 @@ pub struct Submission {
 pub enum Invalid {
     #[error("malformed message: {0}")]
     Malformed(String),
+    #[error("`to` must hold exactly one of `users`, `topic` or `all: true`")]
+    BadTarget,
+    #[error("`to.topic` must be 1 to 128 characters of letters, digits and . _ - : (got {0:?})")]
+    BadTopic(String),
     #[error("`to.users` must name at least one user")]
     NoRecipients,
     #[error("`to.users` names {count} users; the limit is {limit}")]
@@ -87,6 +121,8 @@ pub enum Invalid {
     PayloadTooLarge { size: usize, limit: usize },
     #[error("`key` must be 1 to {0} bytes")]
     BadKey(usize),
+    #[error("`id` must be a UUID")]
+    BadId,
     #[error("`ttl_secs` must be 1 to {0}")]
     BadTtl(u64),
 }
@@ -132,25 +168,17 @@ impl Submission {
     }
 
     fn validate(wire: SubmissionWire, limits: &Limits) -> Result<Self, Invalid> {
-        let mut seen = BTreeSet::new();
-        let mut users = Vec::with_capacity(wire.to.users.len());
-        for user in wire.to.users {
-            if !valid_user_id(&user, limits) {
-                return Err(Invalid::BadUser(user));
+        let target = match (wire.to.users, wire.to.topic, wire.to.all) {
+            (Some(users), None, None) => Target::Users(Self::recipients(users, limits)?),
+            (None, Some(topic), None) => {
+                if !valid_topic(&topic) {
+                    return Err(Invalid::BadTopic(topic));
+                }
+                Target::Topic(topic)
             }
-            if seen.insert(user.clone()) {
-                users.push(user);
-            }
-        }
-        if users.is_empty() {
-            return Err(Invalid::NoRecipients);
-        }
-        if users.len() > limits.max_recipients {
-            return Err(Invalid::TooManyRecipients {
-                count: users.len(),
-                limit: limits.max_recipients,
-            });
-        }
+            (None, None, Some(true)) => Target::All,
+            _ => return Err(Invalid::BadTarget),
+        };
         let size = wire.payload.get().len();
         if size > limits.max_payload_bytes {
             return Err(Invalid::PayloadTooLarge {
@@ -172,13 +200,78 @@ impl Submission {
         {
             return Err(Invalid::BadUser(from.clone()));
         }
+        if let Some(id) = &wire.id
+            && uuid::Uuid::parse_str(id).is_err()
+        {
+            return Err(Invalid::BadId);
+        }
         Ok(Self {
-            users,
+            target,
             payload: wire.payload,
             key: wire.key,
             ttl_secs,
             from: wire.from,
+            id: wire.id,
         })
+    }
+
+    /// Distinct, valid user ids, in the order first named.
+    fn recipients(named: Vec<String>, limits: &Limits) -> Result<Vec<String>, Invalid> {
+        let mut seen = BTreeSet::new();
+        let mut users = Vec::with_capacity(named.len());
+        for user in named {
+            if !valid_user_id(&user, limits) {
+                return Err(Invalid::BadUser(user));
+            }
+            if seen.insert(user.clone()) {
+                users.push(user);
+            }
+        }
+        if users.is_empty() {
+            return Err(Invalid::NoRecipients);
+        }
+        if users.len() > limits.max_recipients {
+            return Err(Invalid::TooManyRecipients {
+                count: users.len(),
+                limit: limits.max_recipients,
+            });
+        }
+        Ok(users)
+    }
+}
+
+/// Whether `topic` can name a topic: 1 to 128 letters, digits, `.`, `_`,
+/// `-` or `:` (no `*`, which token claims use as a wildcard).
+pub fn valid_topic(topic: &str) -> bool {
+    !topic.is_empty()
+        && topic.len() <= 128
+        && topic
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':'))
+}
+
+/// The stream every connection follows (broadcasts).
+pub const ALL_STREAM: &str = "all";
+
+/// A topic's stream: `topic:<name>`.
+pub fn topic_stream(topic: &str) -> String {
+    format!("topic:{topic}")
+}
+
+/// Whether `name` matches a claim pattern: exact, or with `*` standing for
+/// any run of characters (`match-*`).
+pub fn pattern_matches(pattern: &str, name: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == name,
+        Some((prefix, rest)) => {
+            let Some(tail) = name.strip_prefix(prefix) else {
+                return false;
+            };
+            // Try every split point for the remaining pattern.
+            (0..=tail.len())
+                .filter(|i| tail.is_char_boundary(*i))
+                .any(|i| pattern_matches(rest, &tail[i..]))
+        }
     }
 }
 
@@ -234,7 +327,7 @@ mod tests {
             &limits(),
         )
         .unwrap();
-        assert_eq!(s.users, vec!["u1", "u2"]);
+        assert_eq!(s.target, Target::Users(vec!["u1".into(), "u2".into()]));
         assert_eq!(s.payload.get(), r#"{"a":1}"#);
         assert_eq!(s.key.as_deref(), Some("k"));
         assert_eq!(s.ttl_secs, 7 * 24 * 3600);
@@ -267,6 +360,40 @@ mod tests {
         );
         let err = Submission::parse(big.as_bytes(), &l).unwrap_err();
         assert!(err.is_too_large());
+    }
+
+    #[test]
+    fn topic_and_all_targets_name_one_stream_each() {
+        let l = limits();
+        let t = Submission::parse(br#"{"to":{"topic":"match-42"},"payload":1}"#, &l).unwrap();
+        assert_eq!(t.target.streams(), vec!["topic:match-42"]);
+        let a = Submission::parse(br#"{"to":{"all":true},"payload":1}"#, &l).unwrap();
+        assert_eq!(a.target.streams(), vec!["all"]);
+        for bad in [
+            r#"{"to":{"all":false},"payload":1}"#,
+            r#"{"to":{},"payload":1}"#,
+            r#"{"to":{"topic":"a","users":["b"]},"payload":1}"#,
+        ] {
+            assert_eq!(
+                Submission::parse(bad.as_bytes(), &l).unwrap_err(),
+                Invalid::BadTarget,
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            Submission::parse(br#"{"to":{"topic":"a*"},"payload":1}"#, &l),
+            Err(Invalid::BadTopic(_))
+        ));
+    }
+
+    #[test]
+    fn claim_patterns_match_exactly_or_by_wildcard() {
+        assert!(pattern_matches("match-*", "match-42"));
+        assert!(pattern_matches("*", "anything"));
+        assert!(pattern_matches("room-7", "room-7"));
+        assert!(pattern_matches("a*c*e", "abcde"));
+        assert!(!pattern_matches("match-*", "matches"));
+        assert!(!pattern_matches("room-7", "room-70"));
     }
 
     #[test]

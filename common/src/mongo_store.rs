@@ -236,7 +236,9 @@ impl MongoStore {
                 });
                 continue;
             }
-            let id = uuid::Uuid::now_v7().to_string();
+            let id =
+                m.id.clone()
+                    .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
             if let Some(k) = &m.key {
                 known.insert(k.clone(), (id.clone(), m.streams.len()));
             }

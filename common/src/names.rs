@@ -39,9 +39,15 @@ impl Names {
         format!("{}.node.{}", self.namespace, node_id)
     }
 
-    /// Redis hash of one user's routes: field = node id, value = expiry (unix ms).
-    pub fn route_key(&self, user: &str) -> String {
-        format!("{}:routes:{}", self.namespace, user)
+    /// Redis hash of one stream's routes: field = node id, value = expiry
+    /// (unix ms). `stream` is a storage name: `user:u1`, `topic:match-42`.
+    pub fn route_key(&self, stream: &str) -> String {
+        format!("{}:routes:{}", self.namespace, stream)
+    }
+
+    /// Redis sorted set of nodes, scored by the expiry of their liveness lease.
+    pub fn nodes_key(&self) -> String {
+        format!("{}:nodes", self.namespace)
     }
 
     /// Redis key whose existence says a node is alive.
@@ -85,7 +91,8 @@ mod tests {
         assert_eq!(names.ingest_topic(), "herald.ingest");
         assert_eq!(names.events_topic(), "herald.events");
         assert_eq!(names.node_topic("a"), "herald.node.a");
-        assert_eq!(names.route_key("u1"), "herald:routes:u1");
+        assert_eq!(names.route_key("user:u1"), "herald:routes:user:u1");
+        assert_eq!(names.nodes_key(), "herald:nodes");
         assert_eq!(names.node_alive_key("a"), "herald:node:a");
         assert_eq!(names.database(), "herald");
     }

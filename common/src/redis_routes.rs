@@ -2,12 +2,16 @@
 //!
 //! Keys (with the default namespace):
 //!
-//! * `herald:routes:<user>`: a hash, field = node id, value = the route's expiry
-//!   in unix milliseconds. The key itself expires with the newest route, so an
-//!   abandoned user costs nothing; the per-field expiry lets one node's route
-//!   lapse while another's holds (Redis before 7.4 has no per-field TTL).
+//! * `herald:routes:<stream>` (`herald:routes:user:u1`,
+//!   `herald:routes:topic:match-42`): a hash, field = node id, value = the
+//!   route's expiry in unix milliseconds. The key itself expires with the
+//!   newest route, so an abandoned stream costs nothing; the per-field expiry
+//!   lets one node's route lapse while another's holds (Redis before 7.4 has
+//!   no per-field TTL).
 //! * `herald:node:<node>`: a plain key whose existence is the node's liveness
 //!   lease.
+//! * `herald:nodes`: a sorted set of node ids scored by their lease's expiry,
+//!   so a broadcast finds every live node in one read.
 //!
 //! Every call is one pipelined round trip, whatever the number of users.
 
@@ -94,16 +98,16 @@ impl RouteRegistry for RedisRoutes {
     async fn register(
         &self,
         node: &str,
-        users: &[String],
+        streams: &[String],
         ttl: Duration,
     ) -> Result<(), RouteError> {
-        if users.is_empty() {
+        if streams.is_empty() {
             return Ok(());
         }
         let expiry = now_ms() + ttl.as_millis() as i64;
         let mut pipe = redis::pipe();
-        for user in users {
-            let key = self.names.route_key(user);
+        for stream in streams {
+            let key = self.names.route_key(stream);
             pipe.hset(&key, node, expiry).ignore();
             // Another node's later expiry must not be shortened by ours:
             // extend only (GT), and set it when the key has none (NX).
@@ -121,41 +125,55 @@ impl RouteRegistry for RedisRoutes {
         self.query::<()>(&pipe).await
     }
 
-    async fn unregister(&self, node: &str, users: &[String]) -> Result<(), RouteError> {
-        if users.is_empty() {
+    async fn unregister(&self, node: &str, streams: &[String]) -> Result<(), RouteError> {
+        if streams.is_empty() {
             return Ok(());
         }
         let mut pipe = redis::pipe();
-        for user in users {
-            pipe.hdel(self.names.route_key(user), node).ignore();
+        for stream in streams {
+            pipe.hdel(self.names.route_key(stream), node).ignore();
         }
         self.query::<()>(&pipe).await
     }
 
     async fn node_heartbeat(&self, node: &str, ttl: Duration) -> Result<(), RouteError> {
+        let now = now_ms();
         let mut pipe = redis::pipe();
         pipe.cmd("SET")
             .arg(self.names.node_alive_key(node))
-            .arg(now_ms())
+            .arg(now)
             .arg("PX")
             .arg(ttl.as_millis() as u64)
             .ignore();
+        let nodes = self.names.nodes_key();
+        pipe.zadd(&nodes, node, now + ttl.as_millis() as i64)
+            .ignore();
+        pipe.zrembyscore(&nodes, "-inf", now).ignore();
         self.query::<()>(&pipe).await
     }
 
     async fn node_gone(&self, node: &str) -> Result<(), RouteError> {
         let mut pipe = redis::pipe();
         pipe.del(self.names.node_alive_key(node)).ignore();
+        pipe.zrem(self.names.nodes_key(), node).ignore();
         self.query::<()>(&pipe).await
     }
 
-    async fn lookup(&self, users: &[String]) -> Result<HashMap<String, Vec<String>>, RouteError> {
-        if users.is_empty() {
+    async fn live_nodes(&self) -> Result<Vec<String>, RouteError> {
+        let mut pipe = redis::pipe();
+        pipe.zrangebyscore(self.names.nodes_key(), now_ms(), "+inf");
+        let (mut nodes,): (Vec<String>,) = self.query(&pipe).await?;
+        nodes.sort();
+        Ok(nodes)
+    }
+
+    async fn lookup(&self, streams: &[String]) -> Result<HashMap<String, Vec<String>>, RouteError> {
+        if streams.is_empty() {
             return Ok(HashMap::new());
         }
         let mut pipe = redis::pipe();
-        for user in users {
-            pipe.hgetall(self.names.route_key(user));
+        for stream in streams {
+            pipe.hgetall(self.names.route_key(stream));
         }
         let routes: Vec<HashMap<String, i64>> = self.query(&pipe).await?;
 
@@ -180,9 +198,9 @@ impl RouteRegistry for RedisRoutes {
         let mut found = HashMap::new();
         let mut stale = redis::pipe();
         let mut any_stale = false;
-        for (user, user_routes) in users.iter().zip(routes) {
+        for (stream, stream_routes) in streams.iter().zip(routes) {
             let mut live = Vec::new();
-            for (node, expiry) in user_routes {
+            for (node, expiry) in stream_routes {
                 if expiry > now && alive.get(&node).copied().unwrap_or(false) {
                     live.push(node);
                 } else {
@@ -192,7 +210,7 @@ impl RouteRegistry for RedisRoutes {
                         .cmd("EVAL")
                         .arg(DELETE_IF_UNCHANGED)
                         .arg(1)
-                        .arg(self.names.route_key(user))
+                        .arg(self.names.route_key(stream))
                         .arg(&node)
                         .arg(expiry)
                         .ignore();
@@ -201,7 +219,7 @@ impl RouteRegistry for RedisRoutes {
             }
             if !live.is_empty() {
                 live.sort();
-                found.insert(user.clone(), live);
+                found.insert(stream.clone(), live);
             }
         }
         if any_stale {

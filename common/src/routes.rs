@@ -1,5 +1,6 @@
-//! The route registry: which push nodes hold a connection of which user
-//! (Redis in a cluster).
+//! The route registry: which push nodes follow which stream (Redis in a
+//! cluster): a node follows `user:<id>` while it holds a connection of that
+//! user, and `topic:<name>` while one of its connections subscribes to it.
 //!
 //! Contract:
 //!
@@ -41,7 +42,10 @@ pub trait RouteRegistry: Send + Sync + 'static {
     /// Forgets `node` entirely: its liveness lease ends now (clean shutdown).
     async fn node_gone(&self, node: &str) -> Result<(), RouteError>;
 
-    /// The live nodes of each of `users`, in one round trip's worth of work
-    /// however many users are asked about. Users without routes are absent.
-    async fn lookup(&self, users: &[String]) -> Result<HashMap<String, Vec<String>>, RouteError>;
+    /// The live nodes following each of `streams`, in one round trip's worth
+    /// of work however many are asked about. Streams without routes are absent.
+    async fn lookup(&self, streams: &[String]) -> Result<HashMap<String, Vec<String>>, RouteError>;
+
+    /// Every live node (for broadcasts), sorted.
+    async fn live_nodes(&self) -> Result<Vec<String>, RouteError>;
 }

@@ -48,6 +48,10 @@ pub struct NewMessage {
     pub key: Option<String>,
     pub from: Option<String>,
     pub ttl_secs: u64,
+    /// The id, when the submitter chose it (a pusher relaying a client's
+    /// publish, so it can confirm the id at once); otherwise the store makes
+    /// one (UUIDv7).
+    pub id: Option<String>,
 }
 
 /// What `append` did with one message.

@@ -13,7 +13,7 @@ mod metrics;
 use axum::Router;
 use clap::Args;
 use herald_common::config::InfraArgs;
-use herald_common::envelope::{Event, stream_user};
+use herald_common::envelope::{ALL_STREAM, Event, stream_user};
 use herald_common::http::Service;
 use herald_common::kafka::KafkaLog;
 use herald_common::log::{Log, LogConsumer, OutgoingRecord, Record, StartAt};
@@ -21,7 +21,7 @@ use herald_common::names::Names;
 use herald_common::redis_routes::RedisRoutes;
 use herald_common::routes::RouteRegistry;
 use metrics::Metrics;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -132,40 +132,61 @@ impl Dispatcher {
         }
     }
 
-    /// Forwards every event in `records` to the nodes of its recipient, and
-    /// returns once every copy is acknowledged (or given up).
+    /// Forwards every event in `records` to the nodes that follow its stream
+    /// (every live node for `all`), and returns once every copy is
+    /// acknowledged (or given up).
     async fn route(&self, records: &[Record]) {
         let mut events: Vec<(&Record, String)> = Vec::with_capacity(records.len());
         for r in records {
             match serde_json::from_slice::<Event>(&r.value) {
-                Ok(e) => match stream_user(&e.stream) {
-                    Some(user) => events.push((r, user.to_string())),
-                    None => self.skip(r, "not a user stream"),
-                },
+                Ok(e)
+                    if e.stream == ALL_STREAM
+                        || e.stream.starts_with("topic:")
+                        || stream_user(&e.stream).is_some() =>
+                {
+                    events.push((r, e.stream))
+                }
+                Ok(e) => self.skip(r, &format!("unknown stream {}", e.stream)),
                 Err(e) => self.skip(r, &e.to_string()),
             }
         }
         if events.is_empty() {
             return;
         }
-        let users: Vec<String> = events
+        let streams: Vec<String> = events
             .iter()
-            .map(|(_, u)| u.clone())
+            .map(|(_, s)| s.clone())
+            .filter(|s| s != ALL_STREAM)
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let routes = self.lookup(&users).await;
+        let routes = self
+            .until_answered("route lookup", || self.routes.lookup(&streams))
+            .await;
+        let everyone = if events.iter().any(|(_, s)| s == ALL_STREAM) {
+            self.until_answered("live nodes", || self.routes.live_nodes())
+                .await
+        } else {
+            Vec::new()
+        };
 
         let mut outgoing = Vec::new();
-        for (r, user) in &events {
-            let Some(nodes) = routes.get(user) else {
-                Metrics::inc(&self.metrics.offline, 1);
-                continue;
+        for (r, stream) in &events {
+            let nodes = if stream == ALL_STREAM {
+                &everyone
+            } else {
+                match routes.get(stream) {
+                    Some(nodes) => nodes,
+                    None => {
+                        Metrics::inc(&self.metrics.offline, 1);
+                        continue;
+                    }
+                }
             };
             for node in nodes {
                 outgoing.push(OutgoingRecord {
                     topic: self.names.node_topic(node),
-                    key: user.clone(),
+                    key: stream.clone(),
                     value: r.value.clone(),
                 });
             }
@@ -180,14 +201,18 @@ impl Dispatcher {
 
     /// Asks the registry until it answers: without routes nothing can be
     /// routed, and committing past the batch would drop live deliveries.
-    async fn lookup(&self, users: &[String]) -> HashMap<String, Vec<String>> {
+    async fn until_answered<T, F, Fut>(&self, what: &str, ask: F) -> T
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, herald_common::routes::RouteError>>,
+    {
         let mut attempt = 0u32;
         loop {
-            match self.routes.lookup(users).await {
-                Ok(routes) => return routes,
+            match ask().await {
+                Ok(answer) => return answer,
                 Err(e) => {
                     attempt += 1;
-                    tracing::warn!(error = %e, attempt, "route lookup failed; retrying");
+                    tracing::warn!(error = %e, attempt, "{what} failed; retrying");
                     tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt.min(20))))
                         .await;
                 }

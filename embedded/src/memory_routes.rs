@@ -141,6 +141,19 @@ impl RouteRegistry for MemoryRoutes {
         Ok(())
     }
 
+    async fn live_nodes(&self) -> Result<Vec<String>, RouteError> {
+        let now = Instant::now();
+        let state = self.lock();
+        let mut nodes: Vec<String> = state
+            .nodes
+            .iter()
+            .filter(|(_, expiry)| **expiry > now)
+            .map(|(node, _)| node.clone())
+            .collect();
+        nodes.sort();
+        Ok(nodes)
+    }
+
     async fn lookup(&self, users: &[String]) -> Result<HashMap<String, Vec<String>>, RouteError> {
         let now = Instant::now();
         let mut state = self.lock();

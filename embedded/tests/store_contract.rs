@@ -24,6 +24,7 @@ const MONGO_URI: &str = "mongodb://127.0.0.1:27017/?directConnection=true";
 /// A message to `streams` whose payload names it.
 fn msg(streams: &[&str], key: Option<&str>, n: u32) -> NewMessage {
     NewMessage {
+        id: None,
         streams: streams.iter().map(|s| s.to_string()).collect(),
         payload: RawValue::from_string(format!(r#"{{"n": {n}}}"#)).unwrap(),
         key: key.map(str::to_string),

@@ -1,22 +1,28 @@
 //! One WebSocket connection, from welcome to close.
 //!
-//! The connection keeps a cursor: the last seq of its user stream written to
-//! the socket. Every event, whether replayed from the store or live from the
-//! node topic, goes through one rule: a seq at or below the cursor is a
-//! duplicate and is dropped; the next seq is written; a seq beyond the next is
-//! a gap, filled from the store before it is written. That one rule is what
-//! makes replay-then-live seamless, and what absorbs re-consumed topics,
-//! retried dispatches and publishes that reach the log out of order.
+//! A connection follows several streams: its user's own (`user:<id>`, named
+//! `user` to the client), `all`, and the topics it subscribes to. For each it
+//! keeps a cursor: the last seq of that stream written to the socket. Every
+//! event, replayed from the store or live from the node topic, goes through
+//! one rule: a seq at or below the cursor is a repeat and is dropped; the next
+//! seq is written; a seq beyond the next is a gap, filled from the store
+//! before it is written. That one rule is what makes replay-then-live
+//! seamless, and what absorbs re-consumed topics, retried dispatches and
+//! publishes that reach the log out of order.
 
 use crate::Node;
 use crate::auth::Identity;
-use crate::frames::{self, ClientFrame, USER_STREAM};
+use crate::frames::{self, ClientFrame, USER_STREAM, client_stream};
 use crate::hub::{ConnSlot, LiveEvent, Presence};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use herald_common::envelope::user_stream;
+use herald_common::envelope::{
+    ALL_STREAM, Submission, pattern_matches, topic_stream, user_stream, valid_topic,
+};
+use herald_common::log::OutgoingRecord;
 use herald_common::store::StreamInfo;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -46,6 +52,9 @@ const PING_EVERY: Duration = Duration::from_secs(25);
 const IDLE_AFTER: Duration = Duration::from_secs(75);
 /// Re-reads of the store while waiting for a seq that is not readable yet.
 const GAP_RETRIES: u32 = 8;
+/// Client publishes: a burst of this many, refilled at this rate per second.
+const PUBLISH_BURST: f64 = 20.0;
+const PUBLISH_PER_SEC: f64 = 10.0;
 
 /// Why the connection ends.
 enum Ending {
@@ -55,42 +64,47 @@ enum Ending {
     Close(u16, &'static str),
 }
 
+type Step = Result<(), Ending>;
+
 struct Conn {
     socket: WebSocket,
     incoming: mpsc::Receiver<Arc<LiveEvent>>,
     node: Arc<Node>,
     slot: Arc<ConnSlot>,
-    user: String,
-    stream: String,
-    cursor: u64,
+    identity: Identity,
+    /// Storage name of the user's own stream.
+    user_stream: String,
+    /// Cursor of every stream followed, shared with the hub.
+    cursors: HashMap<String, Arc<AtomicU64>>,
     last_heard: Instant,
+    publish_tokens: f64,
+    publish_refilled: Instant,
 }
 
 pub async fn serve(socket: WebSocket, node: Arc<Node>, identity: Identity, start: Start) {
-    let user = identity.user_id;
     let (queue, incoming) = mpsc::channel::<Arc<LiveEvent>>(node.config.send_queue);
-    let (slot, presence) = node.hub.add(&user, queue);
-    // The route is in the registry before anything is read from the store:
-    // whatever is stored after that read is dispatched here live.
-    if presence == Presence::Changed {
-        node.registrar.arrived(&user).await;
-    }
+    let slot = node.hub.open(queue);
     let mut conn = Conn {
         socket,
         incoming,
         node: node.clone(),
         slot: slot.clone(),
-        stream: user_stream(&user),
-        user: user.clone(),
-        cursor: 0,
+        user_stream: user_stream(&identity.user_id),
+        identity,
+        cursors: HashMap::new(),
         last_heard: Instant::now(),
+        publish_tokens: PUBLISH_BURST,
+        publish_refilled: Instant::now(),
     };
     let ending = conn.run(start).await;
-    if node.hub.remove(&user, &slot) == Presence::Changed {
-        node.registrar.left(&user);
+    for stream in conn.cursors.keys() {
+        if node.hub.unfollow(stream, &slot) == Presence::Changed && stream != ALL_STREAM {
+            node.registrar.left(stream);
+        }
     }
+    node.hub.close(&slot);
     if let Ending::Close(code, reason) = ending {
-        tracing::debug!(%user, code, reason, "closing connection");
+        tracing::debug!(user = %conn.identity.user_id, code, reason, "closing connection");
         let frame = CloseFrame {
             code,
             reason: Utf8Bytes::from_static(reason),
@@ -101,9 +115,8 @@ pub async fn serve(socket: WebSocket, node: Arc<Node>, identity: Identity, start
 
 impl Conn {
     async fn run(&mut self, start: Start) -> Ending {
-        match self.open(start).await {
-            Ok(()) => {}
-            Err(ending) => return ending,
+        if let Err(ending) = self.open(start).await {
+            return ending;
         }
         let mut ping = tokio::time::interval(PING_EVERY);
         ping.tick().await;
@@ -122,72 +135,120 @@ impl Conn {
         }
     }
 
-    async fn open(&mut self, start: Start) -> Result<(), Ending> {
-        let info = self.info().await?;
-        let epochs = BTreeMap::from([(USER_STREAM, info.epoch.as_str())]);
-        self.send(frames::welcome(
-            &self.user,
-            &self.node.config.node_id,
-            &epochs,
-        ))
-        .await?;
-        self.sync(start.since, start.epoch.as_deref(), &info).await
-    }
-
-    async fn info(&mut self) -> Result<StreamInfo, Ending> {
-        self.node
-            .store
-            .stream_info(&self.stream)
+    async fn open(&mut self, start: Start) -> Step {
+        // Followed before anything is read from the store: whatever is stored
+        // after that read reaches this connection live.
+        let user_stream = self.user_stream.clone();
+        self.follow(&user_stream).await;
+        self.follow(ALL_STREAM).await;
+        let user = self.info(&user_stream).await?;
+        let all = self.info(ALL_STREAM).await?;
+        let epochs = BTreeMap::from([
+            (USER_STREAM, user.epoch.as_str()),
+            (ALL_STREAM, all.epoch.as_str()),
+        ]);
+        let welcome = frames::welcome(&self.identity.user_id, &self.node.config.node_id, &epochs);
+        self.send(welcome).await?;
+        // A new connection's `all` starts at the present; `resume` replays it.
+        self.sync(ALL_STREAM, None, None, &all).await?;
+        self.sync(&user_stream, start.since, start.epoch.as_deref(), &user)
             .await
-            .map_err(|e| {
-                tracing::warn!(error = %e, "cannot read stream info");
-                Ending::Close(close::STORE_UNAVAILABLE, "store unavailable")
-            })
     }
 
-    /// Positions the cursor where the client asked (or at a `reset` when that
-    /// position cannot be continued) and replays everything after it.
+    /// Follows `stream` in the hub (and, for the node's first follower, in
+    /// the route registry) with a cursor at 0 until `sync` places it.
+    async fn follow(&mut self, stream: &str) {
+        let cursor = self
+            .cursors
+            .entry(stream.to_string())
+            .or_insert_with(|| Arc::new(AtomicU64::new(u64::MAX)))
+            .clone();
+        // Until synced, the cursor is at "everything": nothing is queued.
+        let presence = self.node.hub.follow(stream, &self.slot, cursor);
+        if presence == Presence::Changed && stream != ALL_STREAM {
+            self.node.registrar.arrived(stream).await;
+        }
+    }
+
+    async fn info(&mut self, stream: &str) -> Result<StreamInfo, Ending> {
+        self.node.store.stream_info(stream).await.map_err(|e| {
+            tracing::warn!(error = %e, "cannot read stream info");
+            Ending::Close(close::STORE_UNAVAILABLE, "store unavailable")
+        })
+    }
+
+    fn cursor(&self, stream: &str) -> Option<u64> {
+        self.cursors.get(stream).map(|c| c.load(Ordering::Relaxed))
+    }
+
+    fn move_cursor(&mut self, stream: &str, seq: u64) {
+        if let Some(c) = self.cursors.get(stream) {
+            c.store(seq, Ordering::Relaxed);
+        }
+    }
+
+    /// Positions `stream`'s cursor where the client asked (or at a `reset`
+    /// when that position cannot be continued) and replays what follows it.
+    /// Without `since`, the user stream starts after the last ack, the others
+    /// at their current head.
     async fn sync(
         &mut self,
+        stream: &str,
         since: Option<u64>,
         epoch: Option<&str>,
         info: &StreamInfo,
-    ) -> Result<(), Ending> {
-        let wanted = since.unwrap_or(info.acked);
+    ) -> Step {
+        let default = if stream == self.user_stream {
+            info.acked
+        } else {
+            info.head
+        };
+        let wanted = since.unwrap_or(default);
         let recreated = epoch.is_some_and(|e| e != info.epoch) || wanted > info.head;
         let expired = wanted + 1 < info.first;
         if recreated || expired {
-            self.send(frames::reset(USER_STREAM, info.first, &info.epoch))
-                .await?;
-            self.move_cursor(info.first - 1);
+            self.send(frames::reset(
+                client_stream(stream),
+                info.first,
+                &info.epoch,
+            ))
+            .await?;
+            self.move_cursor(stream, info.first - 1);
         } else {
-            self.move_cursor(wanted);
+            self.move_cursor(stream, wanted);
         }
-        self.fill(None).await?;
+        self.fill(stream, None).await?;
         // Live events that piled up while replaying may have overflowed the
         // queue: that is catching up, not slowness. Everything dropped is in
         // the store, so forget the queue and read the store once more.
         while self.slot.clear_overflow() {
             while self.incoming.try_recv().is_ok() {}
-            self.fill(None).await?;
+            let streams: Vec<String> = self.cursors.keys().cloned().collect();
+            for s in streams {
+                self.fill(&s, None).await?;
+            }
         }
         Ok(())
     }
 
-    /// Writes stored entries after the cursor: all of them (`until: None`) or
-    /// up to `until`, waiting a bounded time for ones not readable yet.
-    async fn fill(&mut self, until: Option<u64>) -> Result<(), Ending> {
+    /// Writes stored entries of `stream` after its cursor: all of them
+    /// (`until: None`) or up to `until`, waiting a bounded time for ones not
+    /// readable yet.
+    async fn fill(&mut self, stream: &str, until: Option<u64>) -> Step {
         let mut waited = 0;
         loop {
+            let Some(cursor) = self.cursor(stream) else {
+                return Ok(());
+            };
             let limit = match until {
-                Some(u) if u <= self.cursor => return Ok(()),
-                Some(u) => PAGE.min((u - self.cursor) as usize),
+                Some(u) if u <= cursor => return Ok(()),
+                Some(u) => PAGE.min((u - cursor) as usize),
                 None => PAGE,
             };
             let page = self
                 .node
                 .store
-                .read_stream(&self.stream, self.cursor, limit)
+                .read_stream(stream, cursor, limit)
                 .await
                 .map_err(|e| {
                     tracing::warn!(error = %e, "cannot replay");
@@ -207,7 +268,7 @@ impl Conn {
                 tokio::time::sleep(Duration::from_millis(50 * u64::from(waited))).await;
                 continue;
             };
-            if first.seq > self.cursor + 1 {
+            if first.seq > cursor + 1 {
                 if waited < GAP_RETRIES {
                     waited += 1;
                     tokio::time::sleep(Duration::from_millis(50 * u64::from(waited))).await;
@@ -215,18 +276,19 @@ impl Conn {
                 }
                 // Later entries are kept and earlier ones are not: they
                 // expired (messages may carry different ttls). Say so.
-                let epoch = self.info().await?.epoch;
-                self.send(frames::reset(USER_STREAM, first.seq, &epoch))
+                let epoch = self.info(stream).await?.epoch;
+                self.send(frames::reset(client_stream(stream), first.seq, &epoch))
                     .await?;
-                self.move_cursor(first.seq - 1);
+                self.move_cursor(stream, first.seq - 1);
             }
             waited = 0;
+            let name = client_stream(stream).to_string();
             for event in &page {
-                if event.seq != self.cursor + 1 {
+                if Some(event.seq) != self.cursor(stream).map(|c| c + 1) {
                     break;
                 }
-                self.send(frames::msg(event, USER_STREAM)).await?;
-                self.delivered(event.seq);
+                self.send(frames::msg(event, &name)).await?;
+                self.delivered(stream, event.seq);
             }
             if until.is_none() && complete {
                 return Ok(());
@@ -234,41 +296,39 @@ impl Conn {
         }
     }
 
-    async fn live(&mut self, event: &LiveEvent) -> Result<(), Ending> {
+    async fn live(&mut self, event: &LiveEvent) -> Step {
         if self.slot.overflowed() {
             return Err(Ending::Close(
                 close::SLOW_CONSUMER,
                 "send queue overflow; resume to catch up",
             ));
         }
-        if event.seq <= self.cursor {
+        let Some(cursor) = self.cursor(&event.stream) else {
+            return Ok(()); // unsubscribed meanwhile
+        };
+        if event.seq <= cursor {
             return Ok(());
         }
-        if event.seq > self.cursor + 1 {
-            self.fill(Some(event.seq - 1)).await?;
-            if event.seq <= self.cursor {
+        if event.seq > cursor + 1 {
+            self.fill(&event.stream, Some(event.seq - 1)).await?;
+            if Some(event.seq) != self.cursor(&event.stream).map(|c| c + 1) {
                 return Ok(());
             }
         }
         self.send(event.frame.clone()).await?;
-        self.delivered(event.seq);
+        self.delivered(&event.stream, event.seq);
         Ok(())
     }
 
-    fn delivered(&mut self, seq: u64) {
-        self.move_cursor(seq);
-        self.node.progress.delivered(&self.stream, seq);
+    fn delivered(&mut self, stream: &str, seq: u64) {
+        self.move_cursor(stream, seq);
+        // Delivery status is per recipient: only user streams have one.
+        if stream == self.user_stream {
+            self.node.progress.delivered(stream, seq);
+        }
     }
 
-    fn move_cursor(&mut self, seq: u64) {
-        self.cursor = seq;
-        self.slot.set_cursor(seq);
-    }
-
-    async fn inbound(
-        &mut self,
-        message: Option<Result<Message, axum::Error>>,
-    ) -> Result<(), Ending> {
+    async fn inbound(&mut self, message: Option<Result<Message, axum::Error>>) -> Step {
         self.last_heard = Instant::now();
         match message {
             None | Some(Err(_)) | Some(Ok(Message::Close(_))) => Err(Ending::Gone),
@@ -281,36 +341,68 @@ impl Conn {
         }
     }
 
-    async fn client_frame(&mut self, text: &str) -> Result<(), Ending> {
+    /// The storage name of a stream the client names, if it follows it.
+    fn followed(&self, client_name: &str) -> Option<String> {
+        let storage = if client_name == USER_STREAM {
+            self.user_stream.clone()
+        } else {
+            client_name.to_string()
+        };
+        self.cursors.contains_key(&storage).then_some(storage)
+    }
+
+    async fn client_frame(&mut self, text: &str) -> Step {
         let frame = match serde_json::from_str::<ClientFrame>(text) {
             Ok(frame) => frame,
-            Err(e) => {
-                return self.send(frames::error("bad_frame", &e.to_string())).await;
-            }
+            Err(e) => return self.send(frames::error("bad_frame", &e.to_string())).await,
         };
         match frame {
             ClientFrame::Ack { stream, seq } => {
                 if stream != USER_STREAM {
-                    return self.send(frames::error("unknown_stream", &stream)).await;
+                    return self
+                        .send(frames::error(
+                            "unknown_stream",
+                            "only the user stream is acknowledged",
+                        ))
+                        .await;
                 }
                 // An ack cannot run ahead of what was delivered.
-                let acked = seq.min(self.cursor);
+                let acked = seq.min(self.cursor(&self.user_stream).unwrap_or(0));
                 if acked > 0 {
-                    self.node.progress.acked(&self.stream, acked);
+                    self.node.progress.acked(&self.user_stream, acked);
                 }
                 Ok(())
             }
             ClientFrame::Resume { streams, epochs } => {
-                if let Some(unknown) = streams.keys().find(|s| *s != USER_STREAM) {
-                    return self.send(frames::error("unknown_stream", unknown)).await;
+                let mut targets = Vec::with_capacity(streams.len());
+                for (name, since) in &streams {
+                    match self.followed(name) {
+                        Some(storage) => targets.push((storage, name, *since)),
+                        None => return self.send(frames::error("unknown_stream", name)).await,
+                    }
                 }
-                if let Some(&since) = streams.get(USER_STREAM) {
-                    let info = self.info().await?;
-                    let epoch = epochs.get(USER_STREAM).map(String::as_str);
-                    self.sync(Some(since), epoch, &info).await?;
+                for (storage, name, since) in targets {
+                    let info = self.info(&storage).await?;
+                    let epoch = epochs.get(name).map(String::as_str);
+                    self.sync(&storage, Some(since), epoch, &info).await?;
                 }
                 Ok(())
             }
+            ClientFrame::Subscribe {
+                topic,
+                since,
+                epoch,
+            } => self.subscribe(&topic, since, epoch.as_deref()).await,
+            ClientFrame::Unsubscribe { topic } => {
+                let stream = topic_stream(&topic);
+                if self.cursors.remove(&stream).is_some()
+                    && self.node.hub.unfollow(&stream, &self.slot) == Presence::Changed
+                {
+                    self.node.registrar.left(&stream);
+                }
+                self.send(frames::unsubscribed(&topic)).await
+            }
+            ClientFrame::Publish { to, payload, key } => self.publish(to, payload, key).await,
             ClientFrame::Ping => {
                 self.send(Utf8Bytes::from_static(r#"{"type":"pong"}"#))
                     .await
@@ -318,7 +410,115 @@ impl Conn {
         }
     }
 
-    async fn keepalive(&mut self) -> Result<(), Ending> {
+    async fn subscribe(&mut self, topic: &str, since: Option<u64>, epoch: Option<&str>) -> Step {
+        if !valid_topic(topic) {
+            return self.send(frames::error("bad_topic", topic)).await;
+        }
+        if !self
+            .identity
+            .topics
+            .iter()
+            .any(|p| pattern_matches(p, topic))
+        {
+            return self
+                .send(frames::error(
+                    "forbidden",
+                    &format!("the token does not allow subscribing to {topic}"),
+                ))
+                .await;
+        }
+        let stream = topic_stream(topic);
+        self.follow(&stream).await;
+        let info = self.info(&stream).await?;
+        self.send(frames::subscribed(topic, &info.epoch, info.head))
+            .await?;
+        self.sync(&stream, since, epoch, &info).await
+    }
+
+    /// A client's message goes the way a business message does: onto the
+    /// ingest topic, with the sender as `from`. `published` confirms once the
+    /// broker has it durably; the collector then stores and routes it.
+    async fn publish(
+        &mut self,
+        to: serde_json::Value,
+        payload: serde_json::Value,
+        key: String,
+    ) -> Step {
+        let now = Instant::now();
+        let refill = now.duration_since(self.publish_refilled).as_secs_f64() * PUBLISH_PER_SEC;
+        self.publish_tokens = (self.publish_tokens + refill).min(PUBLISH_BURST);
+        self.publish_refilled = now;
+        if self.publish_tokens < 1.0 {
+            return self
+                .send(frames::error(
+                    "throttled",
+                    &format!("publishing too fast; `{key}` was not sent"),
+                ))
+                .await;
+        }
+        self.publish_tokens -= 1.0;
+
+        let allowed = match (&to["topic"], &to["users"], &to["all"]) {
+            (
+                serde_json::Value::String(topic),
+                serde_json::Value::Null,
+                serde_json::Value::Null,
+            ) => self
+                .identity
+                .publish
+                .iter()
+                .any(|p| pattern_matches(p, topic)),
+            (serde_json::Value::Null, serde_json::Value::Array(_), serde_json::Value::Null) => {
+                self.identity.direct
+            }
+            _ => false,
+        };
+        if !allowed {
+            return self
+                .send(frames::error(
+                    "forbidden",
+                    &format!("the token does not allow publishing to {to}; `{key}` was not sent"),
+                ))
+                .await;
+        }
+        let id = uuid::Uuid::now_v7().to_string();
+        let user = &self.identity.user_id;
+        // The client's key is scoped to its user, so two users' keys never
+        // collide, and a retried publish is stored once.
+        let record = serde_json::json!({
+            "to": to,
+            "payload": payload,
+            "key": format!("client:{user}:{key}"),
+            "from": user,
+            "id": id,
+        })
+        .to_string();
+        if let Err(e) = Submission::parse(record.as_bytes(), &self.node.limits) {
+            return self
+                .send(frames::error(
+                    "bad_message",
+                    &format!("{e}; `{key}` was not sent"),
+                ))
+                .await;
+        }
+        let outgoing = OutgoingRecord {
+            topic: self.node.ingest_topic.clone(),
+            key: user.clone(),
+            value: record.into_bytes().into(),
+        };
+        match self.node.log.publish(vec![outgoing]).await.pop() {
+            Some(Ok(())) => self.send(frames::published(&key, &id)).await,
+            _ => {
+                self.send(frames::error(
+                    "unavailable",
+                    &format!("the broker did not take `{key}`; send it again"),
+                ))
+                .await
+            }
+        }
+    }
+
+    async fn keepalive(&mut self) -> Step {
         if self.last_heard.elapsed() > IDLE_AFTER {
             return Err(Ending::Close(close::IDLE, "idle"));
         }
@@ -328,7 +528,7 @@ impl Conn {
             .map_err(|_| Ending::Gone)
     }
 
-    async fn send(&mut self, frame: Utf8Bytes) -> Result<(), Ending> {
+    async fn send(&mut self, frame: Utf8Bytes) -> Step {
         self.socket
             .send(Message::Text(frame))
             .await

@@ -14,6 +14,16 @@ use std::collections::BTreeMap;
 /// The client-facing name of the connection's own user stream.
 pub const USER_STREAM: &str = "user";
 
+/// The name a client knows a stream by: `user` for its own inbox, the storage
+/// name (`topic:<name>`, `all`) for the rest.
+pub fn client_stream(storage: &str) -> &str {
+    if herald_common::envelope::stream_user(storage).is_some() {
+        USER_STREAM
+    } else {
+        storage
+    }
+}
+
 #[derive(Serialize)]
 struct MsgFrame<'a> {
     r#type: &'static str,
@@ -56,6 +66,24 @@ pub fn reset(stream: &str, from: u64, epoch: &str) -> Utf8Bytes {
         .into()
 }
 
+pub fn subscribed(topic: &str, epoch: &str, head: u64) -> Utf8Bytes {
+    json!({"type": "subscribed", "topic": topic, "stream": format!("topic:{topic}"), "epoch": epoch, "head": head})
+        .to_string()
+        .into()
+}
+
+pub fn unsubscribed(topic: &str) -> Utf8Bytes {
+    json!({"type": "unsubscribed", "topic": topic})
+        .to_string()
+        .into()
+}
+
+pub fn published(key: &str, id: &str) -> Utf8Bytes {
+    json!({"type": "published", "key": key, "id": id})
+        .to_string()
+        .into()
+}
+
 pub fn error(code: &str, message: &str) -> Utf8Bytes {
     json!({"type": "error", "code": code, "message": message})
         .to_string()
@@ -63,16 +91,40 @@ pub fn error(code: &str, message: &str) -> Utf8Bytes {
 }
 
 /// What a client may send.
-#[derive(Debug, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum ClientFrame {
     /// Acknowledges everything up to `seq` of `stream` (cumulative).
-    Ack { stream: String, seq: u64 },
+    Ack {
+        stream: String,
+        seq: u64,
+    },
     /// Re-syncs streams from the given seqs on the open connection.
     Resume {
         streams: BTreeMap<String, u64>,
         #[serde(default)]
         epochs: BTreeMap<String, String>,
+    },
+    /// Follows a topic's stream, from `since` (replaying what came after it)
+    /// or from its current head.
+    Subscribe {
+        topic: String,
+        #[serde(default)]
+        since: Option<u64>,
+        #[serde(default)]
+        epoch: Option<String>,
+    },
+    Unsubscribe {
+        topic: String,
+    },
+    /// Sends a message the way a business system does, as this user.
+    /// (The payload is a parsed value, not raw text: serde cannot keep raw
+    /// text inside an internally tagged enum. Its JSON meaning is kept; its
+    /// spacing and number spelling may not be.)
+    Publish {
+        to: serde_json::Value,
+        payload: serde_json::Value,
+        key: String,
     },
     /// Application-level keep-alive for clients that cannot send pings.
     Ping,
@@ -109,6 +161,17 @@ mod tests {
             serde_json::from_str(r#"{"type":"resume","streams":{"user":7},"epochs":{"user":"e"}}"#)
                 .unwrap();
         assert!(matches!(resume, ClientFrame::Resume { ref streams, .. } if streams["user"] == 7));
+        assert_eq!(
+            serde_json::from_str::<ClientFrame>(r#"{"type":"subscribe","topic":"m","since":4}"#)
+                .unwrap(),
+            ClientFrame::Subscribe {
+                topic: "m".into(),
+                since: Some(4),
+                epoch: None
+            }
+        );
+        assert_eq!(client_stream("user:u1"), "user");
+        assert_eq!(client_stream("topic:m"), "topic:m");
         assert!(serde_json::from_str::<ClientFrame>(r#"{"type":"nope"}"#).is_err());
         assert!(serde_json::from_str::<ClientFrame>(r#"{"type":"ack","seq":-1}"#).is_err());
     }

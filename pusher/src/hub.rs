@@ -1,20 +1,24 @@
-//! The node's local table of connections: user -> the connections of that
-//! user on this node. Live events from the node topic are handed to each
-//! connection's bounded queue here; the connection's own task writes them.
+//! The node's local table of who follows what: stream -> the connections on
+//! this node that follow it (`user:<id>` for each of that user's
+//! connections, `topic:<name>` for its subscribers, `all` for everyone).
+//! Live events from the node topic are handed to each follower's bounded
+//! queue here; the connection's own task writes them.
 //!
-//! Handing over never waits: a connection whose queue is full is marked
-//! overflowed and closes itself, so one slow client never slows the node
-//! topic, and so never anyone else.
+//! Handing over never waits and never copies: one framed event is shared by
+//! reference among all its followers. A connection whose queue is full is
+//! marked overflowed and closes itself, so one slow client never slows the
+//! node topic, and so never anyone else.
 
 use axum::extract::ws::Utf8Bytes;
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
 /// One event, framed once, shared by every local connection it goes to.
 pub struct LiveEvent {
+    /// Storage name of the stream (`user:u1`, `topic:x`, `all`).
+    pub stream: String,
     pub seq: u64,
     pub frame: Utf8Bytes,
 }
@@ -24,10 +28,6 @@ pub struct ConnSlot {
     id: u64,
     queue: mpsc::Sender<Arc<LiveEvent>>,
     overflowed: AtomicBool,
-    /// The connection's cursor, mirrored: events at or below it are repeats
-    /// and are not queued at all, so a re-consumed backlog cannot overflow a
-    /// connection that is keeping up.
-    cursor: AtomicU64,
 }
 
 impl ConnSlot {
@@ -37,98 +37,108 @@ impl ConnSlot {
         self.overflowed.load(Ordering::Relaxed)
     }
 
-    /// Publishes the connection's cursor to the hub.
-    pub fn set_cursor(&self, seq: u64) {
-        self.cursor.store(seq, Ordering::Relaxed);
-    }
-
     /// Clears the overflow mark; returns whether it was set.
     pub fn clear_overflow(&self) -> bool {
         self.overflowed.swap(false, Ordering::Relaxed)
     }
 }
 
+/// A connection following a stream, with its cursor on that stream mirrored
+/// here: events at or below it are repeats and are not queued at all, so a
+/// re-consumed backlog cannot overflow a connection that is keeping up.
+struct Follower {
+    conn: Arc<ConnSlot>,
+    cursor: Arc<AtomicU64>,
+}
+
 #[derive(Default)]
 pub struct Hub {
-    users: Mutex<HashMap<String, Vec<Arc<ConnSlot>>>>,
+    streams: Mutex<HashMap<String, Vec<Follower>>>,
     next_id: AtomicU64,
     connections: AtomicU64,
 }
 
-/// What adding or removing a connection changed for its user on this node.
+/// What following or leaving a stream changed for this node.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Presence {
-    /// The user's first connection here arrived / last one left: the route
+    /// The stream's first follower here arrived / last one left: the route
     /// registry must learn of it.
     Changed,
     Unchanged,
 }
 
 impl Hub {
-    /// Adds a connection of `user`, whose events go to `queue`.
-    pub fn add(
-        &self,
-        user: &str,
-        queue: mpsc::Sender<Arc<LiveEvent>>,
-    ) -> (Arc<ConnSlot>, Presence) {
-        let slot = Arc::new(ConnSlot {
+    /// A new connection, whose events go to `queue`.
+    pub fn open(&self, queue: mpsc::Sender<Arc<LiveEvent>>) -> Arc<ConnSlot> {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        Arc::new(ConnSlot {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             queue,
             overflowed: AtomicBool::new(false),
-            cursor: AtomicU64::new(0),
+        })
+    }
+
+    /// The connection is gone (call after it left every stream).
+    pub fn close(&self, _slot: &ConnSlot) {
+        self.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// `slot` follows `stream` from now on; `cursor` is its position there.
+    pub fn follow(&self, stream: &str, slot: &Arc<ConnSlot>, cursor: Arc<AtomicU64>) -> Presence {
+        let mut streams = self.streams.lock().expect("hub lock");
+        let followers = streams.entry(stream.to_string()).or_default();
+        if followers.iter().any(|f| f.conn.id == slot.id) {
+            return Presence::Unchanged;
+        }
+        followers.push(Follower {
+            conn: slot.clone(),
+            cursor,
         });
-        let mut users = self.users.lock().expect("hub lock");
-        let conns = users.entry(user.to_string()).or_default();
-        conns.push(slot.clone());
-        self.connections.fetch_add(1, Ordering::Relaxed);
-        let presence = if conns.len() == 1 {
+        if followers.len() == 1 {
             Presence::Changed
         } else {
             Presence::Unchanged
-        };
-        (slot, presence)
+        }
     }
 
-    /// Removes a connection; idempotent.
-    pub fn remove(&self, user: &str, slot: &ConnSlot) -> Presence {
-        let mut users = self.users.lock().expect("hub lock");
-        let Some(conns) = users.get_mut(user) else {
+    /// `slot` stops following `stream`; idempotent.
+    pub fn unfollow(&self, stream: &str, slot: &ConnSlot) -> Presence {
+        let mut streams = self.streams.lock().expect("hub lock");
+        let Some(followers) = streams.get_mut(stream) else {
             return Presence::Unchanged;
         };
-        let before = conns.len();
-        conns.retain(|c| c.id != slot.id);
-        if conns.len() < before {
-            self.connections.fetch_sub(1, Ordering::Relaxed);
+        let before = followers.len();
+        followers.retain(|f| f.conn.id != slot.id);
+        if followers.is_empty() {
+            streams.remove(stream);
+            if before > 0 {
+                return Presence::Changed;
+            }
         }
-        if conns.is_empty() {
-            users.remove(user);
-            Presence::Changed
-        } else {
-            Presence::Unchanged
-        }
+        Presence::Unchanged
     }
 
-    /// Whether `user` has a connection here (checked before framing an event,
-    /// so events for departed users cost no serialisation).
-    pub fn has(&self, user: &str) -> bool {
-        self.users.lock().expect("hub lock").contains_key(user)
+    /// Whether anyone here follows `stream` (checked before framing an event,
+    /// so events nobody here wants cost no serialisation).
+    pub fn has(&self, stream: &str) -> bool {
+        self.streams.lock().expect("hub lock").contains_key(stream)
     }
 
-    /// Queues `event` to every connection of `user`; returns how many took it.
-    pub fn deliver(&self, user: &str, event: &Arc<LiveEvent>) -> usize {
-        let users = self.users.lock().expect("hub lock");
-        let Some(conns) = users.get(user) else {
+    /// Queues `event` to every follower of its stream; returns how many took it.
+    pub fn deliver(&self, event: &Arc<LiveEvent>) -> usize {
+        let streams = self.streams.lock().expect("hub lock");
+        let Some(followers) = streams.get(&event.stream) else {
             return 0;
         };
         let mut taken = 0;
-        for conn in conns {
-            if event.seq <= conn.cursor.load(Ordering::Relaxed) {
+        for follower in followers {
+            if event.seq <= follower.cursor.load(Ordering::Relaxed) {
                 continue;
             }
-            match conn.queue.try_send(event.clone()) {
+            match follower.conn.queue.try_send(event.clone()) {
                 Ok(()) => taken += 1,
                 Err(mpsc::error::TrySendError::Full(_)) => {
-                    conn.overflowed.store(true, Ordering::Relaxed);
+                    follower.conn.overflowed.store(true, Ordering::Relaxed);
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
@@ -136,9 +146,9 @@ impl Hub {
         taken
     }
 
-    /// Every user with a connection here, for the route heartbeat.
-    pub fn users(&self) -> Vec<String> {
-        self.users
+    /// Every stream followed here, for the route heartbeat.
+    pub fn streams(&self) -> Vec<String> {
+        self.streams
             .lock()
             .expect("hub lock")
             .keys()
@@ -155,27 +165,56 @@ impl Hub {
 mod tests {
     use super::*;
 
-    fn event(seq: u64) -> Arc<LiveEvent> {
+    fn event(stream: &str, seq: u64) -> Arc<LiveEvent> {
         Arc::new(LiveEvent {
+            stream: stream.into(),
             seq,
             frame: Utf8Bytes::from_static("{}"),
         })
     }
 
+    fn cursor() -> Arc<AtomicU64> {
+        Arc::new(AtomicU64::new(0))
+    }
+
     #[test]
-    fn presence_changes_only_on_first_and_last_connection() {
+    fn presence_changes_only_on_first_and_last_follower() {
         let hub = Hub::default();
         let (a, _ra) = mpsc::channel(4);
         let (b, _rb) = mpsc::channel(4);
-        let (slot_a, p) = hub.add("u", a);
-        assert_eq!(p, Presence::Changed);
-        let (slot_b, p) = hub.add("u", b);
-        assert_eq!(p, Presence::Unchanged);
-        assert_eq!(hub.remove("u", &slot_a), Presence::Unchanged);
-        assert_eq!(hub.remove("u", &slot_a), Presence::Unchanged);
-        assert_eq!(hub.remove("u", &slot_b), Presence::Changed);
-        assert!(!hub.has("u"));
+        let slot_a = hub.open(a);
+        let slot_b = hub.open(b);
+        assert_eq!(hub.follow("user:u", &slot_a, cursor()), Presence::Changed);
+        assert_eq!(hub.follow("user:u", &slot_b, cursor()), Presence::Unchanged);
+        assert_eq!(hub.unfollow("user:u", &slot_a), Presence::Unchanged);
+        assert_eq!(hub.unfollow("user:u", &slot_a), Presence::Unchanged);
+        assert_eq!(hub.unfollow("user:u", &slot_b), Presence::Changed);
+        assert!(!hub.has("user:u"));
+        hub.close(&slot_a);
+        hub.close(&slot_b);
         assert_eq!(hub.connection_count(), 0);
+    }
+
+    #[test]
+    fn one_event_reaches_every_follower_and_no_one_else() {
+        let hub = Hub::default();
+        let mut receivers = Vec::new();
+        for _ in 0..3 {
+            let (tx, rx) = mpsc::channel(4);
+            let slot = hub.open(tx);
+            hub.follow("topic:t", &slot, cursor());
+            receivers.push(rx);
+        }
+        let (other, mut other_rx) = mpsc::channel(4);
+        let other = hub.open(other);
+        hub.follow("topic:u", &other, cursor());
+        let shared = event("topic:t", 1);
+        assert_eq!(hub.deliver(&shared), 3);
+        for rx in receivers.iter_mut() {
+            // The very same allocation, not a copy per follower.
+            assert!(Arc::ptr_eq(&rx.try_recv().unwrap(), &shared));
+        }
+        assert!(other_rx.try_recv().is_err());
     }
 
     #[test]
@@ -183,28 +222,32 @@ mod tests {
         let hub = Hub::default();
         let (slow, _slow_rx) = mpsc::channel(1);
         let (fast, mut fast_rx) = mpsc::channel(8);
-        let (slow_slot, _) = hub.add("u", slow);
-        let (fast_slot, _) = hub.add("u", fast);
-        assert_eq!(hub.deliver("u", &event(1)), 2);
-        assert_eq!(hub.deliver("u", &event(2)), 1);
+        let slow_slot = hub.open(slow);
+        let fast_slot = hub.open(fast);
+        hub.follow("user:u", &slow_slot, cursor());
+        hub.follow("user:u", &fast_slot, cursor());
+        assert_eq!(hub.deliver(&event("user:u", 1)), 2);
+        assert_eq!(hub.deliver(&event("user:u", 2)), 1);
         assert!(slow_slot.overflowed());
         assert!(!fast_slot.overflowed());
         assert_eq!(fast_rx.try_recv().unwrap().seq, 1);
         assert_eq!(fast_rx.try_recv().unwrap().seq, 2);
-        assert_eq!(hub.deliver("nobody", &event(3)), 0);
+        assert_eq!(hub.deliver(&event("user:nobody", 3)), 0);
     }
 
     #[test]
     fn repeats_below_the_cursor_are_not_queued() {
         let hub = Hub::default();
         let (queue, mut rx) = mpsc::channel(1);
-        let (slot, _) = hub.add("u", queue);
-        slot.set_cursor(5);
+        let slot = hub.open(queue);
+        let position = cursor();
+        hub.follow("user:u", &slot, position.clone());
+        position.store(5, Ordering::Relaxed);
         for seq in 1..=5 {
-            assert_eq!(hub.deliver("u", &event(seq)), 0);
+            assert_eq!(hub.deliver(&event("user:u", seq)), 0);
         }
         assert!(!slot.overflowed());
-        assert_eq!(hub.deliver("u", &event(6)), 1);
+        assert_eq!(hub.deliver(&event("user:u", 6)), 1);
         assert_eq!(rx.try_recv().unwrap().seq, 6);
     }
 }

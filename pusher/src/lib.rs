@@ -85,6 +85,10 @@ pub(crate) struct Node {
     store: Arc<dyn MessageStore>,
     progress: Arc<Progress>,
     auth: Arc<dyn Verifier>,
+    /// Client publishes go to the ingest topic through this log.
+    log: Arc<dyn Log>,
+    ingest_topic: String,
+    limits: herald_common::envelope::Limits,
     ready: watch::Receiver<bool>,
 }
 
@@ -153,6 +157,9 @@ pub async fn start(
 
     let node = Arc::new(Node {
         auth: verifier,
+        log: log.clone(),
+        ingest_topic: names.ingest_topic(),
+        limits: herald_common::envelope::Limits::default(),
         config: config.clone(),
         hub: hub.clone(),
         registrar,
@@ -172,9 +179,9 @@ pub async fn start(
         ready,
         metrics: Arc::new(move || {
             format!(
-                "herald_pusher_connections {}\nherald_pusher_users {}\n",
+                "herald_pusher_connections {}\nherald_pusher_streams {}\n",
                 hub.connection_count(),
-                hub.users().len()
+                hub.streams().len()
             )
         }),
     })

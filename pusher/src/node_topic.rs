@@ -1,11 +1,12 @@
 //! Consuming this node's own topic and handing each event to the hub.
 //!
-//! An event is framed only if one of its recipient's connections is here, and
-//! then once, whatever the number of that user's local connections.
+//! An event is framed only if a connection here follows its stream, and then
+//! once, whatever the number of followers: 10,000 subscribers of a topic share
+//! one frame.
 
-use crate::frames::{self, USER_STREAM};
+use crate::frames::{self, client_stream};
 use crate::hub::{Hub, LiveEvent};
-use herald_common::envelope::{Event, stream_user};
+use herald_common::envelope::Event;
 use herald_common::log::LogConsumer;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,17 +31,16 @@ pub async fn run(mut consumer: Box<dyn LogConsumer>, hub: Arc<Hub>) {
                     continue;
                 }
             };
-            let Some(user) = stream_user(&event.stream) else {
-                continue;
-            };
-            if !hub.has(user) {
+            if !hub.has(&event.stream) {
                 continue;
             }
+            let frame = frames::msg(&event, client_stream(&event.stream));
             let live = Arc::new(LiveEvent {
+                stream: event.stream,
                 seq: event.seq,
-                frame: frames::msg(&event, USER_STREAM),
+                frame,
             });
-            hub.deliver(user, &live);
+            hub.deliver(&live);
         }
         // Handing to the connections' queues is all this node promises for a
         // live event; anything lost later is replayed from the store.

@@ -1,10 +1,11 @@
 //! Keeping the route registry in step with the hub.
 //!
-//! All changes go through one task, in the order the hub made them, so that a
-//! user who leaves and comes back within a moment ends registered, never the
-//! reverse. A heartbeat refreshes the node's liveness and every local user's
-//! route well before their leases lapse; after a registry outage it is also
-//! what re-registers everyone.
+//! The registry learns which streams (users' inboxes, topics) this node
+//! follows. All changes go through one task, in the order the hub made them,
+//! so that a stream left and followed again within a moment ends registered,
+//! never the reverse. A heartbeat refreshes the node's liveness and every
+//! followed stream's route well before their leases lapse; after a registry
+//! outage it is also what re-registers everything.
 
 use crate::hub::Hub;
 use herald_common::routes::RouteRegistry;
@@ -103,7 +104,7 @@ pub fn spawn(
     Registrar { changes }
 }
 
-/// Users registered per pipelined call, to bound one call's size.
+/// Streams registered per pipelined call, to bound one call's size.
 const HEARTBEAT_CHUNK: usize = 1000;
 
 async fn heartbeat(registry: Arc<dyn RouteRegistry>, hub: Arc<Hub>, node: String, leases: Leases) {
@@ -114,7 +115,13 @@ async fn heartbeat(registry: Arc<dyn RouteRegistry>, hub: Arc<Hub>, node: String
             tracing::warn!(error = %e, "node heartbeat failed");
             continue;
         }
-        for chunk in hub.users().chunks(HEARTBEAT_CHUNK) {
+        // `all` needs no route: broadcasts go to every live node.
+        let streams: Vec<String> = hub
+            .streams()
+            .into_iter()
+            .filter(|s| s != herald_common::envelope::ALL_STREAM)
+            .collect();
+        for chunk in streams.chunks(HEARTBEAT_CHUNK) {
             if let Err(e) = registry.register(&node, chunk, leases.ttl).await {
                 tracing::warn!(error = %e, "route refresh failed");
                 break;
