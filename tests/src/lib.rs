@@ -518,7 +518,7 @@ impl Cluster {
     }
 
     pub fn route_key(&self, user: &str) -> String {
-        format!("{}:routes:{user}", self.namespace)
+        format!("{}:routes:user:{user}", self.namespace)
     }
 
     /// Connects `user` with a query of its own (`since`, `epoch`...) added to the token.
