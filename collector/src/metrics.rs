@@ -1,8 +1,7 @@
 //! Counters an operator (and the tests) read at `GET /metrics`, in the
 //! Prometheus text format.
 
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 
 #[derive(Default)]
 pub struct Metrics {
@@ -18,12 +17,11 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn inc(counter: &AtomicU64, by: u64) {
-        counter.fetch_add(by, Ordering::Relaxed);
+        herald_common::metrics::inc(counter, by);
     }
 
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        for (name, value) in [
+        herald_common::metrics::render(&[
             ("herald_collector_accepted_total", &self.accepted),
             ("herald_collector_duplicates_total", &self.duplicates),
             ("herald_collector_http_rejected_total", &self.rejected_http),
@@ -44,9 +42,6 @@ impl Metrics {
                 "herald_collector_outbox_published_total",
                 &self.outbox_published,
             ),
-        ] {
-            let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
-        }
-        out
+        ])
     }
 }

@@ -18,6 +18,7 @@ pub mod envelope;
 pub mod http;
 pub mod kafka;
 pub mod log;
+pub mod metrics;
 pub mod mongo_store;
 pub mod names;
 pub mod redis_routes;

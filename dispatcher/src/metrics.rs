@@ -1,7 +1,6 @@
 //! Counters read at `GET /metrics` (Prometheus text format).
 
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 
 #[derive(Default)]
 pub struct Metrics {
@@ -13,19 +12,15 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn inc(counter: &AtomicU64, by: u64) {
-        counter.fetch_add(by, Ordering::Relaxed);
+        herald_common::metrics::inc(counter, by);
     }
 
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        for (name, value) in [
+        herald_common::metrics::render(&[
             ("herald_dispatcher_forwarded_total", &self.forwarded),
             ("herald_dispatcher_offline_total", &self.offline),
             ("herald_dispatcher_invalid_total", &self.invalid),
             ("herald_dispatcher_given_up_total", &self.given_up),
-        ] {
-            let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
-        }
-        out
+        ])
     }
 }
