@@ -29,7 +29,7 @@ use mongodb::error::{
     Error as MongoError, TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT,
 };
 use mongodb::options::{Acknowledgment, ClientOptions, IndexOptions, ReturnDocument, WriteConcern};
-use mongodb::{Client, ClientSession, Collection, Database, IndexModel};
+use mongodb::{Client, ClientSession, Collection, IndexModel};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::collections::{BTreeMap, HashMap};
@@ -137,58 +137,33 @@ impl MongoStore {
             keys: db.collection("idempotency"),
             client,
         };
-        store.create_indexes(&db).await?;
+        store.create_indexes().await?;
         Ok(store)
     }
 
-    async fn create_indexes(&self, _db: &Database) -> Result<(), StoreError> {
+    async fn create_indexes(&self) -> Result<(), StoreError> {
         let ttl = || IndexOptions::builder().expire_after(Duration::ZERO).build();
+        let model = |keys: Document, options: Option<IndexOptions>| {
+            IndexModel::builder().keys(keys).options(options).build()
+        };
+        let unique = IndexOptions::builder().unique(true).build();
         self.entries
-            .create_index(
-                IndexModel::builder()
-                    .keys(doc! {"stream": 1, "seq": 1})
-                    .options(IndexOptions::builder().unique(true).build())
-                    .build(),
-            )
-            .await
-            .map_err(unavailable)?;
-        self.entries
-            .create_index(IndexModel::builder().keys(doc! {"id": 1}).build())
-            .await
-            .map_err(unavailable)?;
-        self.entries
-            .create_index(
-                IndexModel::builder()
-                    .keys(doc! {"expires_at": 1})
-                    .options(ttl())
-                    .build(),
-            )
+            .create_indexes([
+                model(doc! {"stream": 1, "seq": 1}, Some(unique)),
+                model(doc! {"id": 1}, None),
+                model(doc! {"expires_at": 1}, Some(ttl())),
+            ])
             .await
             .map_err(unavailable)?;
         self.messages
-            .create_index(
-                IndexModel::builder()
-                    .keys(doc! {"published": 1, "ts": 1})
-                    .build(),
-            )
-            .await
-            .map_err(unavailable)?;
-        self.messages
-            .create_index(
-                IndexModel::builder()
-                    .keys(doc! {"expires_at": 1})
-                    .options(ttl())
-                    .build(),
-            )
+            .create_indexes([
+                model(doc! {"published": 1, "ts": 1}, None),
+                model(doc! {"expires_at": 1}, Some(ttl())),
+            ])
             .await
             .map_err(unavailable)?;
         self.keys
-            .create_index(
-                IndexModel::builder()
-                    .keys(doc! {"expires_at": 1})
-                    .options(ttl())
-                    .build(),
-            )
+            .create_indexes([model(doc! {"expires_at": 1}, Some(ttl()))])
             .await
             .map_err(unavailable)?;
         Ok(())
