@@ -517,6 +517,19 @@ impl Cluster {
             .await?)
     }
 
+    /// Waits until `node`'s route for the stream stored at `key` is gone.
+    pub async fn route_removed(&self, key: &str, node: &str) -> Result<()> {
+        let redis = self.redis().await?;
+        eventually(&format!("{node} left {key}"), || {
+            let mut redis = redis.clone();
+            async move {
+                use redis::AsyncCommands;
+                Ok(!redis.hexists::<_, _, bool>(key, node).await?)
+            }
+        })
+        .await
+    }
+
     pub fn route_key(&self, user: &str) -> String {
         format!("{}:routes:user:{user}", self.namespace)
     }

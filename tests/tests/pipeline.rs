@@ -340,13 +340,7 @@ async fn a_closed_connection_removes_its_route() -> Result<()> {
     let routes: HashMap<String, i64> = redis.hgetall(&key).await?;
     assert!(routes.contains_key("node-a"), "{routes:?}");
     kim.close().await?;
-    eventually("kim's route is gone", || {
-        let mut redis = redis.clone();
-        let key = key.clone();
-        async move { Ok(!redis.hexists::<_, _, bool>(&key, "node-a").await?) }
-    })
-    .await?;
-    Ok(())
+    cluster.route_removed(&key, "node-a").await
 }
 
 #[tokio::test]

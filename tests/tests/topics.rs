@@ -2,8 +2,7 @@
 //! guarantees of the user stream, on the real servers.
 
 use anyhow::{Result, bail};
-use herald_tests::{Cluster, Topology, WsClient, eventually, seqs, skip_in_standalone};
-use redis::AsyncCommands;
+use herald_tests::{Cluster, Topology, WsClient, seqs, skip_in_standalone};
 use serde_json::{Value, json};
 
 async fn connect_with_claims(cluster: &Cluster, node: usize, claims: Value) -> Result<WsClient> {
@@ -143,14 +142,8 @@ async fn unsubscribing_stops_delivery_and_the_node_leaves_the_topic() -> Result<
     assert_eq!(jo.next_msg().await?["id"], own["id"]);
 
     if !skip_in_standalone("Redis routes") {
-        let redis = cluster.redis().await?;
         let key = format!("{}:routes:topic:room-1", cluster.namespace);
-        eventually("node-a left room-1", || {
-            let mut redis = redis.clone();
-            let key = key.clone();
-            async move { Ok(!redis.hexists::<_, _, bool>(&key, "node-a").await?) }
-        })
-        .await?;
+        cluster.route_removed(&key, "node-a").await?;
     }
     Ok(())
 }
