@@ -49,7 +49,16 @@ fn secret(data_dir: &Path, env: &str, file: &str) -> anyhow::Result<String> {
     let value: String = (0..32)
         .map(|_| format!("{:x}", rand::random::<u8>() % 16))
         .collect();
-    std::fs::write(&path, &value).with_context(|| format!("writing {}", path.display()))?;
+    // Readable by the owner only: whoever reads it can mint tokens.
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut f| f.write_all(value.as_bytes()))
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(value)
 }
 
