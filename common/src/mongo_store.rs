@@ -169,6 +169,34 @@ impl MongoStore {
         Ok(())
     }
 
+    /// Creates a stream's document, fixing its epoch; two first readers
+    /// racing to create it both end with the winner's.
+    async fn create_stream(&self, stream: &str) -> Result<StreamDoc, StoreError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = self
+                .streams
+                .find_one_and_update(
+                    doc! {"_id": stream},
+                    doc! {"$setOnInsert": {"head": 0_i64, "epoch": new_epoch(), "created_at": DateTime::now()}},
+                )
+                .upsert(true)
+                .return_document(ReturnDocument::After)
+                .await;
+            match result {
+                Ok(Some(doc)) => return Ok(doc),
+                Ok(None) => {
+                    return Err(StoreError::Unavailable(
+                        "stream upsert returned nothing".into(),
+                    ));
+                }
+                Err(e) if e.sql_code() == Some(11000) && attempt < 3 => continue,
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+    }
+
     fn durable() -> WriteConcern {
         WriteConcern::builder()
             .w(Acknowledgment::Majority)
@@ -489,29 +517,16 @@ impl MessageStore for MongoStore {
     }
 
     async fn stream_info(&self, stream: &str) -> Result<StreamInfo, StoreError> {
-        let mut attempt = 0;
-        let doc = loop {
-            attempt += 1;
-            let result = self
-                .streams
-                .find_one_and_update(
-                    doc! {"_id": stream},
-                    doc! {"$setOnInsert": {"head": 0_i64, "epoch": new_epoch(), "created_at": DateTime::now()}},
-                )
-                .upsert(true)
-                .return_document(ReturnDocument::After)
-                .await;
-            match result {
-                Ok(Some(doc)) => break doc,
-                Ok(None) => {
-                    return Err(StoreError::Unavailable(
-                        "stream upsert returned nothing".into(),
-                    ));
-                }
-                // Two first readers racing to create the stream: the loser reads the winner's.
-                Err(e) if e.sql_code() == Some(11000) && attempt < 3 => continue,
-                Err(e) => return Err(unavailable(e)),
-            }
+        // Almost always the stream exists: a plain read, so that thousands of
+        // connections (re)joining `all` at once do not queue on one document.
+        let existing = self
+            .streams
+            .find_one(doc! {"_id": stream})
+            .await
+            .map_err(unavailable)?;
+        let doc = match existing {
+            Some(doc) => doc,
+            None => self.create_stream(stream).await?,
         };
         let first = self
             .entries
