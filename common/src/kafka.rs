@@ -21,6 +21,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -118,8 +119,8 @@ impl Log for KafkaLog {
         topics: &[String],
         start: StartAt,
     ) -> Result<Box<dyn LogConsumer>, LogError> {
-        let (assigned_tx, assigned) = watch::channel(false);
-        let consumer: StreamConsumer<GroupContext> = ClientConfig::new()
+        let mut config = ClientConfig::new();
+        config
             .set("bootstrap.servers", &self.config.brokers)
             .set("group.id", group)
             .set("enable.auto.commit", "false")
@@ -141,20 +142,58 @@ impl Log for KafkaLog {
             // member's join arriving in one round (which tansu's coordinator
             // does not wait for: with eager assignment a survivor could be
             // left with only its old share).
-            .set("partition.assignment.strategy", "cooperative-sticky")
-            .create_with_context(GroupContext {
-                assigned: assigned_tx,
-            })
-            .map_err(unavailable)?;
-        let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
-        consumer.subscribe(&topic_refs).map_err(unavailable)?;
-        Ok(Box::new(KafkaConsumer { consumer, assigned }))
+            .set("partition.assignment.strategy", "cooperative-sticky");
+        let (assigned_tx, assigned) = watch::channel(false);
+        let shared = Arc::new(GroupState {
+            assigned: assigned_tx,
+            revoked_at: Mutex::new(None),
+        });
+        let topics = topics.to_vec();
+        let consumer = join(&config, &topics, &shared)?;
+        Ok(Box::new(KafkaConsumer {
+            consumer,
+            config,
+            topics,
+            shared,
+            assigned,
+        }))
     }
 }
 
-/// Reports assignments so that services can say when they are really reading.
-struct GroupContext {
+/// How long a member may sit between a revocation and the assignment that
+/// should follow it before it leaves and joins the group afresh. A healthy
+/// group completes a rebalance in a heartbeat or two; a coordinator that lost
+/// track of the round (seen with tansu after a member is killed) never does.
+const STUCK_REBALANCE: Duration = Duration::from_secs(20);
+
+/// Joins `config`'s group on `topics` with a new member.
+fn join(
+    config: &ClientConfig,
+    topics: &[String],
+    shared: &Arc<GroupState>,
+) -> Result<StreamConsumer<GroupContext>, LogError> {
+    *shared.revoked_at.lock().expect("group state lock") = None;
+    let consumer: StreamConsumer<GroupContext> = config
+        .create_with_context(GroupContext {
+            shared: shared.clone(),
+        })
+        .map_err(unavailable)?;
+    let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topic_refs).map_err(unavailable)?;
+    Ok(consumer)
+}
+
+/// What a member's rebalance callbacks tell the rest of the consumer.
+struct GroupState {
     assigned: watch::Sender<bool>,
+    /// When partitions were last revoked with no assignment since.
+    revoked_at: Mutex<Option<std::time::Instant>>,
+}
+
+/// Reports assignments so that services can say when they are really reading,
+/// and notes revocations so that a stuck rebalance can be noticed.
+struct GroupContext {
+    shared: Arc<GroupState>,
 }
 
 impl ClientContext for GroupContext {}
@@ -164,10 +203,16 @@ impl ConsumerContext for GroupContext {
         match rebalance {
             Rebalance::Assign(partitions) => {
                 tracing::info!(partitions = partitions.count(), "partitions assigned");
-                self.assigned.send_replace(true);
+                *self.shared.revoked_at.lock().expect("group state lock") = None;
+                self.shared.assigned.send_replace(true);
             }
             Rebalance::Revoke(partitions) => {
                 tracing::info!(partitions = partitions.count(), "partitions revoked");
+                self.shared
+                    .revoked_at
+                    .lock()
+                    .expect("group state lock")
+                    .get_or_insert_with(std::time::Instant::now);
             }
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
         }
@@ -176,7 +221,28 @@ impl ConsumerContext for GroupContext {
 
 struct KafkaConsumer {
     consumer: StreamConsumer<GroupContext>,
+    config: ClientConfig,
+    topics: Vec<String>,
+    shared: Arc<GroupState>,
     assigned: watch::Receiver<bool>,
+}
+
+impl KafkaConsumer {
+    /// Leaves and rejoins the group if a rebalance has been stuck too long.
+    /// Nothing is lost: positions come from the group's committed offsets.
+    fn rejoin_if_stuck(&mut self) -> Result<(), LogError> {
+        let stuck = self
+            .shared
+            .revoked_at
+            .lock()
+            .expect("group state lock")
+            .is_some_and(|at| at.elapsed() > STUCK_REBALANCE);
+        if stuck {
+            tracing::warn!("rebalance stuck since a revocation; rejoining the group");
+            self.consumer = join(&self.config, &self.topics, &self.shared)?;
+        }
+        Ok(())
+    }
 }
 
 fn owned(m: &rdkafka::message::BorrowedMessage<'_>) -> Record {
@@ -192,7 +258,14 @@ fn owned(m: &rdkafka::message::BorrowedMessage<'_>) -> Record {
 #[async_trait]
 impl LogConsumer for KafkaConsumer {
     async fn next_batch(&mut self, max: usize, linger: Duration) -> Result<Vec<Record>, LogError> {
-        let first = self.consumer.recv().await.map_err(unavailable)?;
+        // Wake up now and then while idle, to notice a stuck rebalance (an
+        // unassigned member waits for records that can never come).
+        let first = loop {
+            match tokio::time::timeout(Duration::from_secs(1), self.consumer.recv()).await {
+                Ok(result) => break result.map_err(unavailable)?,
+                Err(_) => self.rejoin_if_stuck()?,
+            }
+        };
         let mut batch = vec![owned(&first)];
         drop(first);
         let deadline = Instant::now() + linger;

@@ -169,12 +169,12 @@ impl MongoStore {
         Ok(())
     }
 
-    /// Creates a stream's document, fixing its epoch; two first readers
-    /// racing to create it both end with the winner's.
+    /// Creates a stream's document, fixing its epoch. Many first readers may
+    /// race to create it (a burst of connections joining `all`): the losers
+    /// can get a duplicate-key error or, from some servers, no document at
+    /// all; either way they read the winner's after a moment.
     async fn create_stream(&self, stream: &str) -> Result<StreamDoc, StoreError> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
+        for attempt in 1..=10u64 {
             let result = self
                 .streams
                 .find_one_and_update(
@@ -186,15 +186,23 @@ impl MongoStore {
                 .await;
             match result {
                 Ok(Some(doc)) => return Ok(doc),
-                Ok(None) => {
-                    return Err(StoreError::Unavailable(
-                        "stream upsert returned nothing".into(),
-                    ));
-                }
-                Err(e) if e.sql_code() == Some(11000) && attempt < 3 => continue,
+                Ok(None) => {}
+                Err(e) if e.sql_code() == Some(11000) => {}
                 Err(e) => return Err(unavailable(e)),
             }
+            tokio::time::sleep(Duration::from_millis(10 * attempt)).await;
+            if let Some(doc) = self
+                .streams
+                .find_one(doc! {"_id": stream})
+                .await
+                .map_err(unavailable)?
+            {
+                return Ok(doc);
+            }
         }
+        Err(StoreError::Unavailable(format!(
+            "could not create stream {stream}"
+        )))
     }
 
     fn durable() -> WriteConcern {
