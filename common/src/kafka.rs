@@ -156,14 +156,19 @@ impl Log for KafkaLog {
             topics,
             shared,
             assigned,
+            empty_since: None,
         }))
     }
 }
 
 /// How long a member may sit between a revocation and the assignment that
-/// should follow it before it leaves and joins the group afresh. A healthy
-/// group completes a rebalance in a heartbeat or two; a coordinator that lost
-/// track of the round (seen with tansu after a member is killed) never does.
+/// should follow it, or hold no partition at all, before it leaves and joins
+/// the group afresh. A healthy group completes a rebalance in a heartbeat or
+/// two; a coordinator that lost track of the round (seen with tansu after a
+/// member is killed: the survivor's partitions revoked and never assigned
+/// again, or a replacement member left with none while a dead one keeps
+/// them) never does. The price: a member of a group with more members than
+/// partitions rejoins every so often, which moves no partition.
 const STUCK_REBALANCE: Duration = Duration::from_secs(20);
 
 /// Joins `config`'s group on `topics` with a new member.
@@ -225,21 +230,42 @@ struct KafkaConsumer {
     topics: Vec<String>,
     shared: Arc<GroupState>,
     assigned: watch::Receiver<bool>,
+    /// Since when this member has held no partition.
+    empty_since: Option<std::time::Instant>,
 }
 
 impl KafkaConsumer {
     /// Leaves and rejoins the group if a rebalance has been stuck too long.
     /// Nothing is lost: positions come from the group's committed offsets.
     fn rejoin_if_stuck(&mut self) -> Result<(), LogError> {
-        let stuck = self
+        let revoked_long_ago = self
             .shared
             .revoked_at
             .lock()
             .expect("group state lock")
             .is_some_and(|at| at.elapsed() > STUCK_REBALANCE);
-        if stuck {
-            tracing::warn!("rebalance stuck since a revocation; rejoining the group");
+        let holds_nothing = self
+            .consumer
+            .assignment()
+            .map(|list| list.count() == 0)
+            .unwrap_or(false);
+        let now = std::time::Instant::now();
+        self.empty_since = if holds_nothing {
+            Some(self.empty_since.unwrap_or(now))
+        } else {
+            None
+        };
+        let empty_long = self
+            .empty_since
+            .is_some_and(|since| now.duration_since(since) > STUCK_REBALANCE);
+        if revoked_long_ago || empty_long {
+            tracing::warn!(
+                revoked_long_ago,
+                empty_long,
+                "rebalance looks stuck; rejoining the group"
+            );
             self.consumer = join(&self.config, &self.topics, &self.shared)?;
+            self.empty_since = None;
         }
         Ok(())
     }
