@@ -115,7 +115,11 @@ pub async fn serve(socket: WebSocket, node: Arc<Node>, identity: Identity, start
 
 impl Conn {
     async fn run(&mut self, start: Start) -> Ending {
-        if let Err(ending) = self.open(start).await {
+        // The rare, deep paths (opening, replay, client frames) are boxed:
+        // every connection's task holds this future for its whole life, and
+        // an async fn is as large as its largest await, so an idle
+        // connection would otherwise carry their state inline.
+        if let Err(ending) = Box::pin(self.open(start)).await {
             return ending;
         }
         let mut ping = tokio::time::interval(PING_EVERY);
@@ -310,7 +314,7 @@ impl Conn {
             return Ok(());
         }
         if event.seq > cursor + 1 {
-            self.fill(&event.stream, Some(event.seq - 1)).await?;
+            Box::pin(self.fill(&event.stream, Some(event.seq - 1))).await?;
             if Some(event.seq) != self.cursor(&event.stream).map(|c| c + 1) {
                 return Ok(());
             }
@@ -332,7 +336,7 @@ impl Conn {
         self.last_heard = Instant::now();
         match message {
             None | Some(Err(_)) | Some(Ok(Message::Close(_))) => Err(Ending::Gone),
-            Some(Ok(Message::Text(text))) => self.client_frame(&text).await,
+            Some(Ok(Message::Text(text))) => Box::pin(self.client_frame(&text)).await,
             Some(Ok(Message::Binary(_))) => {
                 self.send(frames::error("bad_frame", "frames are JSON text"))
                     .await
