@@ -5,7 +5,7 @@
 //! broker. Consumers never auto-commit: services commit explicitly once a
 //! record's effects are durable elsewhere.
 
-use crate::log::{Log, LogConsumer, LogError, OutgoingRecord, Record, StartAt};
+use crate::log::{Log, LogConsumer, LogError, OutgoingRecord, Record, StartAt, commit_positions};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::future::join_all;
@@ -20,7 +20,6 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -309,17 +308,13 @@ impl LogConsumer for KafkaConsumer {
     }
 
     fn commit(&mut self, records: &[Record]) -> Result<(), LogError> {
-        let mut next: HashMap<(&str, i32), i64> = HashMap::new();
-        for r in records {
-            let slot = next.entry((r.topic.as_str(), r.partition)).or_insert(0);
-            *slot = (*slot).max(r.offset + 1);
-        }
+        let next = commit_positions(records);
         if next.is_empty() {
             return Ok(());
         }
         let mut list = TopicPartitionList::new();
         for ((topic, partition), offset) in next {
-            list.add_partition_offset(topic, partition, Offset::Offset(offset))
+            list.add_partition_offset(&topic, partition, Offset::Offset(offset))
                 .map_err(unavailable)?;
         }
         self.consumer

@@ -45,6 +45,18 @@ pub struct Record {
     pub value: Bytes,
 }
 
+/// Where a group resumes after `records`: for each (topic, partition) they
+/// touch, the offset after the last of them. What every
+/// [`LogConsumer::commit`] stores.
+pub fn commit_positions(records: &[Record]) -> std::collections::HashMap<(String, i32), i64> {
+    let mut next = std::collections::HashMap::new();
+    for r in records {
+        let slot = next.entry((r.topic.clone(), r.partition)).or_insert(0);
+        *slot = i64::max(*slot, r.offset + 1);
+    }
+    next
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
     #[error("log unavailable: {0}")]

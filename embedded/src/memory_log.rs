@@ -35,7 +35,9 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use herald_common::log::{Log, LogConsumer, LogError, OutgoingRecord, Record, StartAt};
+use herald_common::log::{
+    Log, LogConsumer, LogError, OutgoingRecord, Record, StartAt, commit_positions,
+};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -465,8 +467,7 @@ impl LogConsumer for MemoryConsumer {
             return Ok(());
         };
         let mut touched = Vec::new();
-        for r in records {
-            let tp = (r.topic.clone(), r.partition);
+        for (tp, next) in commit_positions(records) {
             // A partition that moved to another member is that member's to
             // commit now (Kafka refuses such a commit too); its records will
             // be read again there, which at-least-once allows.
@@ -474,12 +475,10 @@ impl LogConsumer for MemoryConsumer {
                 continue;
             }
             let slot = group.committed.entry(tp.clone()).or_insert(0);
-            *slot = (*slot).max(r.offset + 1);
+            *slot = (*slot).max(next);
             touched.push(tp);
         }
         if state.drop_consumed {
-            touched.sort();
-            touched.dedup();
             for tp in &touched {
                 state.trim_consumed(tp);
             }
