@@ -21,8 +21,10 @@
 //!   timeout rather than hanging; a consumer whose log is unreachable keeps
 //!   retrying and resumes from its committed position.
 
+use crate::error::{Cause, described};
 use async_trait::async_trait;
 use bytes::Bytes;
+use std::error::Error;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -57,12 +59,54 @@ pub fn commit_positions(records: &[Record]) -> std::collections::HashMap<(String
     next
 }
 
+/// Why a log call failed: a message, and the client's own error as the
+/// `source()` when one caused it (see [`crate::error`]).
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
-    #[error("log unavailable: {0}")]
-    Unavailable(String),
-    #[error("log error: {0}")]
-    Other(String),
+    /// The log could not be reached, or did not answer in time.
+    #[error("log unavailable: {message}")]
+    Unavailable {
+        message: String,
+        #[source]
+        cause: Option<Cause>,
+    },
+    /// The log answered, with a refusal (a topic it would not create, one
+    /// that does not exist).
+    #[error("log error: {message}")]
+    Other {
+        message: String,
+        #[source]
+        cause: Option<Cause>,
+    },
+}
+
+impl LogError {
+    /// Unavailable because the client failed with `cause` while doing
+    /// `context` (empty: the cause says it all).
+    pub fn from_cause(context: &str, cause: impl Error + Send + Sync + 'static) -> Self {
+        let (message, cause) = described(context, cause);
+        Self::Unavailable {
+            message,
+            cause: Some(cause),
+        }
+    }
+
+    /// Refused for a reason of the adapter's own.
+    pub fn other(message: impl Into<String>) -> Self {
+        Self::Other {
+            message: message.into(),
+            cause: None,
+        }
+    }
+
+    /// Refused by the log with `cause` while doing `context`.
+    pub fn other_from_cause(context: &str, cause: impl Error + Send + Sync + 'static) -> Self {
+        let (message, cause) = described(context, cause);
+        Self::Other {
+            message,
+            cause: Some(cause),
+        }
+    }
 }
 
 /// Where a consumer group with no committed position starts.
