@@ -43,13 +43,26 @@ pub fn namespace(case: &str) -> String {
     )
 }
 
-/// One test per listed case on one adapter: `contract!(attribute, adapter,
-/// runner, [case, ...])` makes module `adapter` with a test `case` for each,
-/// which calls `runner(case, "case")`. The runner builds the adapter (in the
-/// case's own namespace), runs the case on it and cleans up.
+/// One test per (adapter, case):
+///
+/// ```ignore
+/// contract!(
+///     #[tokio::test] memory => super::on_memory,
+///     #[tokio::test(flavor = "multi_thread")] kafka => super::on_kafka;
+///     [case_one, case_two]
+/// );
+/// ```
+///
+/// makes a module per adapter (`memory`, `kafka`) with a test per case, run
+/// under that adapter's test attribute, which calls `runner(case, "case")`.
+/// The runner builds the adapter (in the case's own namespace), runs the case
+/// on it and cleans up.
 #[macro_export]
 macro_rules! contract {
-    (#[$test:meta] $adapter:ident => $runner:path, [$($case:ident),* $(,)?]) => {
+    ($(#[$test:meta] $adapter:ident => $runner:path),+ $(,)?; $cases:tt) => {
+        $($crate::contract!(@adapter #[$test] $adapter => $runner, $cases);)+
+    };
+    (@adapter #[$test:meta] $adapter:ident => $runner:path, [$($case:ident),* $(,)?]) => {
         mod $adapter {
             $(
                 #[$test]

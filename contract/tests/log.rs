@@ -153,21 +153,8 @@ where
 }
 
 contract!(
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    memory => super::on_memory,
-    [
-        one_key_keeps_its_order_and_partition,
-        a_group_splits_partitions_and_resumes_from_its_commits,
-        a_member_resumes_at_the_committed_offset,
-        latest_skips_what_came_before_the_group_joined,
-        groups_are_independent,
-        a_batch_holds_at_most_max_and_does_not_wait_when_full,
-    ]
-);
-
-contract!(
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    kafka => super::on_kafka,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)] memory => super::on_memory,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)] kafka => super::on_kafka;
     [
         one_key_keeps_its_order_and_partition,
         a_group_splits_partitions_and_resumes_from_its_commits,

@@ -78,19 +78,8 @@ where
 }
 
 contract!(
-    #[tokio::test(start_paused = true)]
-    memory => super::on_memory,
-    [
-        a_route_lives_for_its_last_lease,
-        only_live_nodes_are_returned_sorted,
-        unregister_removes_one_nodes_route,
-        live_nodes_are_those_whose_lease_holds,
-    ]
-);
-
-contract!(
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    redis => super::on_redis,
+    #[tokio::test(start_paused = true)] memory => super::on_memory,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)] redis => super::on_redis;
     [
         a_route_lives_for_its_last_lease,
         only_live_nodes_are_returned_sorted,

@@ -70,23 +70,8 @@ where
 }
 
 contract!(
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    sqlite => super::on_sqlite,
-    [
-        seqs_follow_batch_order_across_appends,
-        a_message_takes_one_seq_in_each_stream,
-        idempotency_keys_within_and_across_batches,
-        read_stream_pages_in_seq_order,
-        stream_info_fixes_epoch_and_tracks_positions,
-        progress_only_rises_and_shows_in_status,
-        unpublished_until_marked,
-        concurrent_appends_neither_duplicate_nor_skip,
-    ]
-);
-
-contract!(
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    mongo => super::on_mongo,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)] sqlite => super::on_sqlite,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)] mongo => super::on_mongo;
     [
         seqs_follow_batch_order_across_appends,
         a_message_takes_one_seq_in_each_stream,
