@@ -18,6 +18,9 @@
 //!   (dispatch retries before committing). Routes are an optimisation of
 //!   delivery, never its record: a route lost in any failure costs at most a
 //!   live delivery, which replay from the store makes good.
+//!
+//! The contract suite (`contract/tests/routes.rs`) runs these points on both
+//! adapters.
 
 use crate::error::{Cause, described};
 use async_trait::async_trait;

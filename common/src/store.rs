@@ -28,6 +28,10 @@
 //!   (append) or nothing was read; callers answer 503 or retry. An `append`
 //!   whose outcome is unknown (the connection dropped during commit) is
 //!   retried internally until known.
+//!
+//! The contract suite (`contract/tests/store.rs`) runs these points on both
+//! adapters; the numbering and idempotency rules are planned once for every
+//! store in [`plan`].
 
 pub mod plan;
 
