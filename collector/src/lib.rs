@@ -15,12 +15,11 @@ mod publisher;
 mod writer;
 
 use clap::Args;
+use herald_cluster::{KafkaConfig, KafkaLog, MongoStore};
 use herald_common::config::InfraArgs;
 use herald_common::envelope::Limits;
 use herald_common::http::Service;
-use herald_common::kafka::KafkaLog;
 use herald_common::log::Log;
-use herald_common::mongo_store::MongoStore;
 use herald_common::store::MessageStore;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -113,7 +112,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let store: Arc<dyn MessageStore> = Arc::new(
         MongoStore::connect(&config.infra.mongo_uri, &config.infra.names().database()).await?,
     );
-    let log: Arc<dyn Log> = Arc::new(KafkaLog::connect(config.infra.kafka())?);
+    let log: Arc<dyn Log> = Arc::new(KafkaLog::connect(KafkaConfig::from(&config.infra))?);
     let addr = config.addr;
     start(config, store, log).serve(addr, "collector").await
 }

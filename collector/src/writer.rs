@@ -40,7 +40,7 @@ impl WriterHandle {
     /// durable, or why they are not.
     pub async fn append(&self, messages: Vec<NewMessage>) -> Result<Vec<Appended>, StoreError> {
         let (reply, answer) = oneshot::channel();
-        let gone = || StoreError::Unavailable("writer stopped".into());
+        let gone = || StoreError::unavailable("writer stopped");
         self.requests
             .send(WriteRequest { messages, reply })
             .await

@@ -5,7 +5,6 @@
 
 use crate::names::Names;
 use clap::Args;
-use std::time::Duration;
 
 /// Where the shared infrastructure is and how names are derived.
 #[derive(Args, Clone, Debug)]
@@ -50,14 +49,6 @@ pub struct InfraArgs {
 impl InfraArgs {
     pub fn names(&self) -> Names {
         Names::new(self.namespace.clone())
-    }
-
-    pub fn kafka(&self) -> crate::kafka::KafkaConfig {
-        crate::kafka::KafkaConfig {
-            brokers: self.kafka_brokers.clone(),
-            timeout: Duration::from_millis(self.kafka_timeout_ms),
-            replication: self.kafka_replication,
-        }
     }
 }
 

@@ -18,14 +18,45 @@
 //!   (dispatch retries before committing). Routes are an optimisation of
 //!   delivery, never its record: a route lost in any failure costs at most a
 //!   live delivery, which replay from the store makes good.
+//!
+//! The contract suite (`contract/tests/routes.rs`) runs these points on both
+//! adapters.
 
+use crate::error::{Cause, described};
 use async_trait::async_trait;
 use std::collections::HashMap;
+use std::error::Error;
 use std::time::Duration;
 
+/// Why a registry call failed: a message, and the client's own error as the
+/// `source()` when one caused it (see [`crate::error`]).
 #[derive(Debug, thiserror::Error)]
-#[error("route registry unavailable: {0}")]
-pub struct RouteError(pub String);
+#[error("route registry unavailable: {message}")]
+pub struct RouteError {
+    pub message: String,
+    #[source]
+    pub cause: Option<Cause>,
+}
+
+impl RouteError {
+    /// Failed for a reason of the adapter's own (a call that timed out).
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            cause: None,
+        }
+    }
+
+    /// Failed because the client failed with `cause` while doing `context`
+    /// (empty: the cause says it all).
+    pub fn from_cause(context: &str, cause: impl Error + Send + Sync + 'static) -> Self {
+        let (message, cause) = described(context, cause);
+        Self {
+            message,
+            cause: Some(cause),
+        }
+    }
+}
 
 #[async_trait]
 pub trait RouteRegistry: Send + Sync + 'static {

@@ -28,15 +28,56 @@
 //!   (append) or nothing was read; callers answer 503 or retry. An `append`
 //!   whose outcome is unknown (the connection dropped during commit) is
 //!   retried internally until known.
+//!
+//! The contract suite (`contract/tests/store.rs`) runs these points on both
+//! adapters; the numbering and idempotency rules are planned once for every
+//! store in [`plan`].
+
+pub mod plan;
 
 use crate::envelope::Event;
+use crate::error::{Cause, described};
 use async_trait::async_trait;
 use serde_json::value::RawValue;
+use std::error::Error;
 
+/// Why a store call failed: a message, and the client's own error as the
+/// `source()` when one caused it (see [`crate::error`]). `Clone`, because a
+/// failed append is reported to every submitter whose message was in it.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("message store unavailable: {0}")]
-    Unavailable(String),
+    #[error("message store unavailable: {message}")]
+    Unavailable {
+        message: String,
+        #[source]
+        cause: Option<Cause>,
+    },
+}
+
+impl StoreError {
+    /// Unavailable for a reason of the caller's own.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::Unavailable {
+            message: message.into(),
+            cause: None,
+        }
+    }
+
+    /// Unavailable because the client failed with `cause` while doing
+    /// `context` (empty: the cause says it all).
+    pub fn from_cause(context: &str, cause: impl Error + Send + Sync + 'static) -> Self {
+        let (message, cause) = described(context, cause);
+        Self::Unavailable {
+            message,
+            cause: Some(cause),
+        }
+    }
+}
+
+/// A new stream's epoch: 8 random hex digits. Every store makes them the
+/// same way, so a client cannot tell one store's from another's.
+pub fn new_epoch() -> String {
+    format!("{:08x}", rand::random::<u32>())
 }
 
 /// A message to append.

@@ -12,13 +12,12 @@ mod metrics;
 
 use axum::Router;
 use clap::Args;
+use herald_cluster::{KafkaConfig, KafkaLog, RedisRoutes};
 use herald_common::config::InfraArgs;
 use herald_common::envelope::{ALL_STREAM, Event, stream_user};
 use herald_common::http::Service;
-use herald_common::kafka::KafkaLog;
 use herald_common::log::{Log, LogConsumer, OutgoingRecord, Record, StartAt};
 use herald_common::names::Names;
-use herald_common::redis_routes::RedisRoutes;
 use herald_common::routes::RouteRegistry;
 use metrics::Metrics;
 use std::collections::BTreeSet;
@@ -48,7 +47,7 @@ const MAX_PUBLISH_ATTEMPTS: u32 = 10;
 
 /// Runs a dispatcher on Kafka and Redis until the process is asked to stop.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let log: Arc<dyn Log> = Arc::new(KafkaLog::connect(config.infra.kafka())?);
+    let log: Arc<dyn Log> = Arc::new(KafkaLog::connect(KafkaConfig::from(&config.infra))?);
     let routes: Arc<dyn RouteRegistry> =
         Arc::new(RedisRoutes::connect(&config.infra.redis_url, config.infra.names()).await?);
     let addr = config.addr;

@@ -10,6 +10,10 @@
 //!   ([`herald_common::store::MessageStore`]) on one SQLite file, with the
 //!   same tables, transaction and answers as the MongoDB store.
 //!
+//! They stand beside `herald-cluster`'s adapters on the real servers, as the
+//! other family of the same interfaces; `herald-contract` runs one suite of
+//! cases per interface on both.
+//!
 //! Only the store is durable. That is enough for Herald's guarantee in one
 //! process: a message is accepted once the store has it, and whatever the log
 //! or the routes lose in a restart is replayed from the store (the outbox

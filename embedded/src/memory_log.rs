@@ -255,7 +255,7 @@ impl State {
 impl Log for MemoryLog {
     async fn ensure_topic(&self, topic: &str, partitions: i32) -> Result<(), LogError> {
         if partitions < 1 {
-            return Err(LogError::Other(format!(
+            return Err(LogError::other(format!(
                 "topic {topic}: {partitions} partitions; at least 1 needed"
             )));
         }
@@ -289,7 +289,7 @@ impl Log for MemoryLog {
             .into_iter()
             .map(|r| {
                 let Some(topic) = state.topics.get_mut(&r.topic) else {
-                    return Err(LogError::Other(format!("unknown topic {}", r.topic)));
+                    return Err(LogError::other(format!("unknown topic {}", r.topic)));
                 };
                 let index = partition_of(r.key.as_bytes(), topic.partitions.len());
                 topic.partitions[index as usize].records.push_back(Stored {

@@ -14,9 +14,10 @@
 //! * `idempotency(key PK, id, recipients, expires_at)`.
 //!
 //! Times are unix milliseconds. An append is one `BEGIN IMMEDIATE`
-//! transaction; the database runs in WAL mode with `synchronous=FULL`, so a
-//! committed append has reached the disk and survives a crash of the process
-//! or the machine.
+//! transaction, planned (duplicates, ids, seqs) by
+//! [`herald_common::store::plan`] like the MongoDB store's; the database runs
+//! in WAL mode with `synchronous=FULL`, so a committed append has reached the
+//! disk and survives a crash of the process or the machine.
 //!
 //! rusqlite is synchronous: every call runs on tokio's blocking pool, on one
 //! connection behind a mutex. One connection is what SQLite wants for writes
@@ -31,14 +32,15 @@
 use async_trait::async_trait;
 use blocking::Fail;
 use herald_common::envelope::Event;
+use herald_common::store::plan::{AppendPlan, KnownKey, keys_to_look_up};
 use herald_common::store::{
     Appended, DeliveryStatus, MessageStatus, MessageStore, NewMessage, StoreError, StreamInfo,
-    StreamProgress,
+    StreamProgress, new_epoch,
 };
 use herald_common::time::now_ms;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::value::RawValue;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -122,20 +124,20 @@ mod blocking {
     use rusqlite::Connection;
     use std::sync::{Arc, PoisonError};
 
-    /// Why a call failed, as text: every failure becomes
-    /// [`StoreError::Unavailable`], so nothing more is needed, and a local
-    /// type lets `?` convert rusqlite's errors.
-    pub struct Fail(pub String);
+    /// Why a call failed: every failure becomes
+    /// [`StoreError::Unavailable`] (with rusqlite's error as its cause), and
+    /// a local type lets `?` convert rusqlite's errors.
+    pub struct Fail(pub StoreError);
 
     impl From<rusqlite::Error> for Fail {
         fn from(e: rusqlite::Error) -> Self {
-            Fail(e.to_string())
+            Fail(StoreError::from_cause("", e))
         }
     }
 
     impl From<Fail> for StoreError {
         fn from(f: Fail) -> Self {
-            StoreError::Unavailable(f.0)
+            f.0
         }
     }
 
@@ -156,13 +158,8 @@ mod blocking {
             f(&mut conn).map_err(StoreError::from)
         })
         .await
-        .map_err(|e| StoreError::Unavailable(format!("store call failed: {e}")))?
+        .map_err(|e| StoreError::from_cause("store call failed", e))?
     }
-}
-
-/// A new stream's epoch: 8 hex digits, as the MongoDB store makes them.
-fn new_epoch() -> String {
-    format!("{:08x}", rand::random::<u32>())
 }
 
 /// A count or position from the API as SQLite's integer (u64 beyond i64 is
@@ -183,7 +180,8 @@ fn sql_limit(limit: usize) -> i64 {
 
 /// Turns a stored payload back into the JSON it was accepted as.
 fn payload(text: String) -> Result<Box<RawValue>, Fail> {
-    RawValue::from_string(text).map_err(|e| Fail(format!("stored payload is not JSON: {e}")))
+    RawValue::from_string(text)
+        .map_err(|e| Fail(StoreError::from_cause("stored payload is not JSON", e)))
 }
 
 impl SqliteStore {
@@ -202,8 +200,12 @@ impl SqliteStore {
         let conn = tokio::task::spawn_blocking({
             let path = path.clone();
             move || -> Result<Connection, Fail> {
-                std::fs::create_dir_all(&dir)
-                    .map_err(|e| Fail(format!("cannot create {}: {e}", dir.display())))?;
+                std::fs::create_dir_all(&dir).map_err(|e| {
+                    Fail(StoreError::from_cause(
+                        &format!("cannot create {}", dir.display()),
+                        e,
+                    ))
+                })?;
                 let conn = Connection::open(&path)?;
                 // WAL so reads do not block the writer; FULL so a commit is
                 // on disk (WAL's NORMAL could lose the last commits on power
@@ -211,7 +213,9 @@ impl SqliteStore {
                 let mode: String =
                     conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
                 if !mode.eq_ignore_ascii_case("wal") {
-                    return Err(Fail(format!("cannot use WAL mode (got {mode})")));
+                    return Err(Fail(StoreError::unavailable(format!(
+                        "cannot use WAL mode (got {mode})"
+                    ))));
                 }
                 conn.pragma_update(None, "synchronous", "FULL")?;
                 conn.busy_timeout(Duration::from_secs(5))?;
@@ -221,7 +225,7 @@ impl SqliteStore {
             }
         })
         .await
-        .map_err(|e| StoreError::Unavailable(format!("opening the store failed: {e}")))??;
+        .map_err(|e| StoreError::from_cause("opening the store failed", e))??;
         let store = Self {
             db: Arc::new(Db {
                 conn: Mutex::new(conn),
@@ -315,72 +319,40 @@ async fn purge(db: &Arc<Db>) -> Result<u64, StoreError> {
     }
 }
 
-/// The body of one append transaction: the MongoDB store's `append_in`, step
-/// for step.
+/// The body of one append transaction, as in the MongoDB store: the planner
+/// decides, this reads the keys, steps the counters and inserts the rows.
 fn append_in(
     tx: &rusqlite::Transaction<'_>,
     batch: &[NewMessage],
     ts: i64,
 ) -> Result<Vec<Appended>, Fail> {
-    // Keys already stored (and not expired), and keys repeated inside this
-    // batch, resolve to the first message that carried them.
-    let mut known: HashMap<String, (String, usize)> = HashMap::new();
+    // Keys already stored and not expired (an expired key the purge has not
+    // reached yet is free again).
+    let mut known: HashMap<String, KnownKey> = HashMap::new();
     {
         let mut find = tx.prepare_cached(
             "SELECT id, recipients FROM idempotency WHERE key = ?1 AND expires_at > ?2",
         )?;
-        for key in batch.iter().filter_map(|m| m.key.as_deref()) {
-            if known.contains_key(key) {
-                continue;
-            }
+        for key in keys_to_look_up(batch) {
             let found: Option<(String, i64)> = find
                 .query_row(params![key, ts], |row| Ok((row.get(0)?, row.get(1)?)))
                 .optional()?;
             if let Some((id, recipients)) = found {
-                known.insert(key.to_string(), (id, recipients as usize));
+                let first = KnownKey {
+                    id,
+                    recipients: recipients as usize,
+                };
+                known.insert(key.to_string(), first);
             }
         }
     }
-
-    let mut results: Vec<Appended> = Vec::with_capacity(batch.len());
-    let mut fresh: Vec<usize> = Vec::new();
-    for (i, m) in batch.iter().enumerate() {
-        if let Some((id, recipients)) = m.key.as_ref().and_then(|k| known.get(k)) {
-            results.push(Appended {
-                id: id.clone(),
-                recipients: *recipients,
-                duplicate: true,
-                events: Vec::new(),
-            });
-            continue;
-        }
-        let id =
-            m.id.clone()
-                .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-        if let Some(k) = &m.key {
-            known.insert(k.clone(), (id.clone(), m.streams.len()));
-        }
-        results.push(Appended {
-            id,
-            recipients: m.streams.len(),
-            duplicate: false,
-            events: Vec::with_capacity(m.streams.len()),
-        });
-        fresh.push(i);
-    }
-    if fresh.is_empty() {
-        return Ok(results);
+    let plan = AppendPlan::new(batch, known, ts);
+    if plan.stores_nothing() {
+        return Ok(plan.place(&HashMap::new()).results);
     }
 
-    // Step each stream's counter once for the whole batch; a stream seen for
-    // the first time gets its row, and its epoch, here.
-    let mut per_stream: BTreeMap<&str, i64> = BTreeMap::new();
-    for &i in &fresh {
-        for s in &batch[i].streams {
-            *per_stream.entry(s.as_str()).or_insert(0) += 1;
-        }
-    }
-    let mut next_seq: HashMap<&str, i64> = HashMap::new();
+    // A stream seen for the first time gets its row, and its epoch, here.
+    let mut heads: HashMap<&str, u64> = HashMap::new();
     {
         let mut step = tx.prepare_cached(
             "INSERT INTO streams (stream, head, epoch, delivered, acked, created_at) \
@@ -388,12 +360,15 @@ fn append_in(
              ON CONFLICT (stream) DO UPDATE SET head = head + excluded.head \
              RETURNING head",
         )?;
-        for (stream, count) in &per_stream {
-            let head: i64 =
-                step.query_row(params![stream, count, new_epoch(), ts], |row| row.get(0))?;
-            next_seq.insert(stream, head - count + 1);
+        for (stream, count) in plan.counts() {
+            let head: i64 = step
+                .query_row(params![stream, int(*count), new_epoch(), ts], |row| {
+                    row.get(0)
+                })?;
+            heads.insert(stream, head as u64);
         }
     }
+    let placed = plan.place(&heads);
 
     let mut entry = tx.prepare_cached(
         "INSERT INTO entries (stream, seq, id, ts, from_user, payload, expires_at) \
@@ -411,34 +386,20 @@ fn append_in(
         "INSERT OR REPLACE INTO idempotency (key, id, recipients, expires_at) \
          VALUES (?1, ?2, ?3, ?4)",
     )?;
-    for &i in &fresh {
-        let m = &batch[i];
-        let result = &mut results[i];
-        let expires_at = ts.saturating_add(int(m.ttl_secs).saturating_mul(1000));
+    for p in &placed.placements {
+        let m = p.message;
         let text = m.payload.get();
-        message.execute(params![result.id, ts, m.from, expires_at])?;
-        for (position, stream) in m.streams.iter().enumerate() {
-            let slot = next_seq.get_mut(stream.as_str()).expect("counted above");
-            let seq = *slot;
-            *slot += 1;
-            entry.execute(params![
-                stream, seq, result.id, ts, m.from, text, expires_at
-            ])?;
-            delivery.execute(params![result.id, position as i64, stream, seq])?;
-            result.events.push(Event {
-                id: result.id.clone(),
-                stream: stream.clone(),
-                seq: seq as u64,
-                ts,
-                from: m.from.clone(),
-                payload: m.payload.clone(),
-            });
+        message.execute(params![p.id, p.ts, m.from, p.expires_at])?;
+        for (position, (stream, seq)) in p.deliveries.iter().enumerate() {
+            let seq = int(*seq);
+            entry.execute(params![stream, seq, p.id, p.ts, m.from, text, p.expires_at])?;
+            delivery.execute(params![p.id, position as i64, stream, seq])?;
         }
         if let Some(key) = &m.key {
-            key_row.execute(params![key, result.id, m.streams.len() as i64, expires_at])?;
+            key_row.execute(params![key, p.id, m.streams.len() as i64, p.expires_at])?;
         }
     }
-    Ok(results)
+    Ok(placed.results)
 }
 
 /// Reads the entries of one message, ordered by stream as the MongoDB store

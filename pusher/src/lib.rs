@@ -21,12 +21,10 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use clap::Args;
+use herald_cluster::{KafkaConfig, KafkaLog, MongoStore, RedisRoutes};
 use herald_common::config::InfraArgs;
 use herald_common::http::{ApiError, Service, bearer, shutdown_signal};
-use herald_common::kafka::KafkaLog;
 use herald_common::log::{Log, StartAt};
-use herald_common::mongo_store::MongoStore;
-use herald_common::redis_routes::RedisRoutes;
 use herald_common::routes::RouteRegistry;
 use herald_common::store::MessageStore;
 use hub::Hub;
@@ -96,7 +94,7 @@ pub(crate) struct Node {
 /// until the process is asked to stop.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let names = config.infra.names();
-    let log: Arc<dyn Log> = Arc::new(KafkaLog::connect(config.infra.kafka())?);
+    let log: Arc<dyn Log> = Arc::new(KafkaLog::connect(KafkaConfig::from(&config.infra))?);
     let routes: Arc<dyn RouteRegistry> =
         Arc::new(RedisRoutes::connect(&config.infra.redis_url, names.clone()).await?);
     let store: Arc<dyn MessageStore> =

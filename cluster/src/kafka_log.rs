@@ -5,10 +5,13 @@
 //! broker. Consumers never auto-commit: services commit explicitly once a
 //! record's effects are durable elsewhere.
 
-use crate::log::{Log, LogConsumer, LogError, OutgoingRecord, Record, StartAt, commit_positions};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::future::join_all;
+use herald_common::config::InfraArgs;
+use herald_common::log::{
+    Log, LogConsumer, LogError, OutgoingRecord, Record, StartAt, commit_positions,
+};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -35,6 +38,17 @@ pub struct KafkaConfig {
     pub replication: i32,
 }
 
+impl From<&InfraArgs> for KafkaConfig {
+    /// The broker flags every cluster service takes.
+    fn from(infra: &InfraArgs) -> Self {
+        Self {
+            brokers: infra.kafka_brokers.clone(),
+            timeout: Duration::from_millis(infra.kafka_timeout_ms),
+            replication: infra.kafka_replication,
+        }
+    }
+}
+
 /// A Kafka client: one idempotent producer shared by all publishes, plus an
 /// admin client for topic creation; consumers are created per group.
 pub struct KafkaLog {
@@ -44,7 +58,7 @@ pub struct KafkaLog {
 }
 
 fn unavailable(e: KafkaError) -> LogError {
-    LogError::Unavailable(e.to_string())
+    LogError::from_cause("", e)
 }
 
 impl KafkaLog {
@@ -92,7 +106,10 @@ impl Log for KafkaLog {
                 Ok(_) => {}
                 Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((name, code)) => {
-                    return Err(LogError::Other(format!("creating topic {name}: {code}")));
+                    return Err(LogError::other_from_cause(
+                        &format!("creating topic {name}"),
+                        code,
+                    ));
                 }
             }
         }

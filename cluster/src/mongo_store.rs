@@ -11,19 +11,21 @@
 //!   expires_at}`: one per message; `published: false` is the outbox.
 //! * `idempotency`: `{_id: <key>, id, recipients, expires_at}`.
 //!
-//! An append is one transaction: counters stepped with `$inc`, entries,
-//! messages and keys inserted, committed with majority journaled write
+//! An append is one transaction, planned (duplicates, ids, seqs) by
+//! [`herald_common::store::plan`]: keys read, counters stepped with `$inc`,
+//! entries, messages and keys inserted, committed with majority journaled write
 //! concern. Two collectors stepping one counter conflict; the loser's
 //! transaction is retried, so seqs are unique and gapless.
 
-use crate::envelope::Event;
-use crate::store::{
-    Appended, DeliveryStatus, MessageStatus, MessageStore, NewMessage, StoreError, StreamInfo,
-    StreamProgress,
-};
-use crate::time::now_ms;
 use async_trait::async_trait;
 use futures::TryStreamExt;
+use herald_common::envelope::Event;
+use herald_common::store::plan::{AppendPlan, KnownKey, keys_to_look_up};
+use herald_common::store::{
+    Appended, DeliveryStatus, MessageStatus, MessageStore, NewMessage, StoreError, StreamInfo,
+    StreamProgress, new_epoch,
+};
+use herald_common::time::now_ms;
 use mongodb::bson::{DateTime, Document, doc};
 use mongodb::error::{
     Error as MongoError, TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT,
@@ -32,7 +34,7 @@ use mongodb::options::{Acknowledgment, ClientOptions, IndexOptions, ReturnDocume
 use mongodb::{Client, ClientSession, Collection, IndexModel};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// How many times a conflicting transaction is retried before the append
@@ -96,16 +98,12 @@ pub struct MongoStore {
 }
 
 fn unavailable(e: MongoError) -> StoreError {
-    StoreError::Unavailable(e.to_string())
-}
-
-fn new_epoch() -> String {
-    format!("{:08x}", rand::random::<u32>())
+    StoreError::from_cause("", e)
 }
 
 fn entry_event(e: EntryDoc) -> Result<Event, StoreError> {
     let payload = RawValue::from_string(e.payload)
-        .map_err(|err| StoreError::Unavailable(format!("stored payload is not JSON: {err}")))?;
+        .map_err(|err| StoreError::from_cause("stored payload is not JSON", err))?;
     Ok(Event {
         id: e.id,
         stream: e.stream,
@@ -200,7 +198,7 @@ impl MongoStore {
                 return Ok(doc);
             }
         }
-        Err(StoreError::Unavailable(format!(
+        Err(StoreError::unavailable(format!(
             "could not create stream {stream}"
         )))
     }
@@ -212,18 +210,15 @@ impl MongoStore {
             .build()
     }
 
-    /// The body of one append transaction.
+    /// The body of one append transaction: the planner decides, this reads
+    /// the keys, steps the counters and inserts the documents.
     async fn append_in(
         &self,
         session: &mut ClientSession,
         batch: &[NewMessage],
     ) -> Result<Vec<Appended>, MongoError> {
-        let ts = now_ms();
-
-        // Keys already stored, and keys repeated inside this batch, resolve to
-        // the first message that carried them.
-        let keys: Vec<&str> = batch.iter().filter_map(|m| m.key.as_deref()).collect();
-        let mut known: HashMap<String, (String, usize)> = HashMap::new();
+        let keys = keys_to_look_up(batch);
+        let mut known: HashMap<String, KnownKey> = HashMap::new();
         if !keys.is_empty() {
             let mut cursor = self
                 .keys
@@ -231,56 +226,26 @@ impl MongoStore {
                 .session(&mut *session)
                 .await?;
             while let Some(k) = cursor.next(&mut *session).await.transpose()? {
-                known.insert(k.key, (k.id, k.recipients as usize));
+                let first = KnownKey {
+                    id: k.id,
+                    recipients: k.recipients as usize,
+                };
+                known.insert(k.key, first);
             }
+        }
+        let plan = AppendPlan::new(batch, known, now_ms());
+        if plan.stores_nothing() {
+            return Ok(plan.place(&HashMap::new()).results);
         }
 
-        let mut results: Vec<Appended> = Vec::with_capacity(batch.len());
-        let mut fresh: Vec<usize> = Vec::new();
-        for (i, m) in batch.iter().enumerate() {
-            if let Some((id, recipients)) = m.key.as_ref().and_then(|k| known.get(k)) {
-                results.push(Appended {
-                    id: id.clone(),
-                    recipients: *recipients,
-                    duplicate: true,
-                    events: Vec::new(),
-                });
-                continue;
-            }
-            let id =
-                m.id.clone()
-                    .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-            if let Some(k) = &m.key {
-                known.insert(k.clone(), (id.clone(), m.streams.len()));
-            }
-            results.push(Appended {
-                id,
-                recipients: m.streams.len(),
-                duplicate: false,
-                events: Vec::with_capacity(m.streams.len()),
-            });
-            fresh.push(i);
-        }
-        if fresh.is_empty() {
-            return Ok(results);
-        }
-
-        // Step each stream's counter once for the whole batch, in a fixed
-        // order so concurrent appenders conflict early rather than late.
-        let mut per_stream: BTreeMap<&str, i64> = BTreeMap::new();
-        for &i in &fresh {
-            for s in &batch[i].streams {
-                *per_stream.entry(s.as_str()).or_insert(0) += 1;
-            }
-        }
-        let mut next_seq: HashMap<&str, i64> = HashMap::new();
-        for (stream, count) in &per_stream {
+        let mut heads: HashMap<&str, u64> = HashMap::new();
+        for (stream, count) in plan.counts() {
             let updated = self
                 .streams
                 .find_one_and_update(
                     doc! {"_id": *stream},
                     doc! {
-                        "$inc": {"head": *count},
+                        "$inc": {"head": *count as i64},
                         "$setOnInsert": {"epoch": new_epoch(), "created_at": DateTime::now()},
                     },
                 )
@@ -289,55 +254,46 @@ impl MongoStore {
                 .session(&mut *session)
                 .await?
                 .ok_or_else(|| MongoError::custom("counter upsert returned nothing"))?;
-            next_seq.insert(stream, updated.head - count + 1);
+            heads.insert(stream, updated.head as u64);
         }
+        let placed = plan.place(&heads);
 
         let mut entries = Vec::new();
-        let mut messages = Vec::with_capacity(fresh.len());
+        let mut messages = Vec::with_capacity(placed.placements.len());
         let mut key_docs = Vec::new();
-        for &i in &fresh {
-            let m = &batch[i];
-            let result = &mut results[i];
-            let expires_at = DateTime::from_millis(ts + (m.ttl_secs as i64) * 1000);
-            let mut deliveries = Vec::with_capacity(m.streams.len());
-            for stream in &m.streams {
-                let slot = next_seq.get_mut(stream.as_str()).expect("counted above");
-                let seq = *slot;
-                *slot += 1;
+        for p in &placed.placements {
+            let m = p.message;
+            let expires_at = DateTime::from_millis(p.expires_at);
+            for (stream, seq) in &p.deliveries {
                 entries.push(EntryDoc {
-                    stream: stream.clone(),
-                    seq,
-                    id: result.id.clone(),
-                    ts,
+                    stream: stream.to_string(),
+                    seq: *seq as i64,
+                    id: p.id.clone(),
+                    ts: p.ts,
                     from: m.from.clone(),
                     payload: m.payload.get().to_string(),
                     expires_at,
                 });
-                deliveries.push(DeliveryDoc {
-                    stream: stream.clone(),
-                    seq,
-                });
-                result.events.push(Event {
-                    id: result.id.clone(),
-                    stream: stream.clone(),
-                    seq: seq as u64,
-                    ts,
-                    from: m.from.clone(),
-                    payload: m.payload.clone(),
-                });
             }
             messages.push(MessageDoc {
-                id: result.id.clone(),
-                ts,
+                id: p.id.clone(),
+                ts: p.ts,
                 from: m.from.clone(),
-                deliveries,
+                deliveries: p
+                    .deliveries
+                    .iter()
+                    .map(|(stream, seq)| DeliveryDoc {
+                        stream: stream.to_string(),
+                        seq: *seq as i64,
+                    })
+                    .collect(),
                 published: false,
                 expires_at,
             });
             if let Some(key) = &m.key {
                 key_docs.push(KeyDoc {
                     key: key.clone(),
-                    id: result.id.clone(),
+                    id: p.id.clone(),
                     recipients: m.streams.len() as i64,
                     expires_at,
                 });
@@ -357,7 +313,7 @@ impl MongoStore {
                 .session(&mut *session)
                 .await?;
         }
-        Ok(results)
+        Ok(placed.results)
     }
 }
 

@@ -1,25 +1,20 @@
 //! The [`MessageStore`] contract, asserted alike on [`SqliteStore`] (in a
-//! temporary directory) and on the MongoDB store (in a fresh database of the
+//! temporary directory) and on [`MongoStore`] (in a fresh database of the
 //! MongoDB-protocol server at [`MONGO_URI`]), so the embedded store is held to
-//! the behaviour of the one it stands in for.
-//!
-//! Each case is a function of the store; the `contract!` macro makes a test of
-//! it for each implementation. What only SQLite can show (reopening a
-//! directory, expiry that is exact rather than up to the TTL monitor's
-//! minute) is tested below the shared cases.
+//! the behaviour of the one it stands in for. What only SQLite can show
+//! (reopening a directory, expiry that is exact rather than up to the TTL
+//! monitor's minute) is tested in `embedded/tests/sqlite_store.rs`.
 
 use futures::FutureExt;
-use herald_common::mongo_store::MongoStore;
+use herald_cluster::MongoStore;
 use herald_common::store::{Appended, DeliveryStatus, MessageStore, NewMessage, StreamProgress};
+use herald_contract::{MONGO_URI, contract, namespace};
 use herald_embedded::SqliteStore;
 use serde_json::value::RawValue;
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Duration;
-
-const MONGO_URI: &str = "mongodb://127.0.0.1:27017/?directConnection=true";
 
 /// A message to `streams` whose payload names it.
 fn msg(streams: &[&str], key: Option<&str>, n: u32) -> NewMessage {
@@ -44,7 +39,7 @@ fn seq_in(appended: &Appended, stream: &str) -> u64 {
 }
 
 /// Runs `case` on a store in a fresh temporary directory.
-async fn on_sqlite<F, Fut>(case: F)
+async fn on_sqlite<F, Fut>(case: F, _name: &str)
 where
     F: FnOnce(Arc<dyn MessageStore>) -> Fut,
     Fut: Future<Output = ()>,
@@ -56,16 +51,13 @@ where
 
 /// Runs `case` on the MongoDB store in a database of its own, dropped
 /// afterwards whether the case passed or not.
-async fn on_mongo<F, Fut>(case: F)
+async fn on_mongo<F, Fut>(case: F, name: &str)
 where
     F: FnOnce(Arc<dyn MessageStore>) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let database = format!(
-        "contract_{}_{:08x}",
-        std::process::id(),
-        rand::random::<u32>()
-    );
+    // MongoDB database names are at most 63 bytes and take no `-`.
+    let database: String = namespace(name).replace('-', "_").chars().take(63).collect();
     let store = MongoStore::connect(MONGO_URI, &database)
         .await
         .expect("the MongoDB-protocol server is up");
@@ -77,37 +69,19 @@ where
     }
 }
 
-/// One test per (case, store).
-macro_rules! contract {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::on_sqlite(super::$case).await;
-                }
-            )*
-        }
-        mod mongo {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::on_mongo(super::$case).await;
-                }
-            )*
-        }
-    };
-}
-
 contract!(
-    seqs_follow_batch_order_across_appends,
-    a_message_takes_one_seq_in_each_stream,
-    idempotency_keys_within_and_across_batches,
-    read_stream_pages_in_seq_order,
-    stream_info_fixes_epoch_and_tracks_positions,
-    progress_only_rises_and_shows_in_status,
-    unpublished_until_marked,
-    concurrent_appends_neither_duplicate_nor_skip,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)] sqlite => super::on_sqlite,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)] mongo => super::on_mongo;
+    [
+        seqs_follow_batch_order_across_appends,
+        a_message_takes_one_seq_in_each_stream,
+        idempotency_keys_within_and_across_batches,
+        read_stream_pages_in_seq_order,
+        stream_info_fixes_epoch_and_tracks_positions,
+        progress_only_rises_and_shows_in_status,
+        unpublished_until_marked,
+        concurrent_appends_neither_duplicate_nor_skip,
+    ]
 );
 
 async fn seqs_follow_batch_order_across_appends(store: Arc<dyn MessageStore>) {
@@ -490,106 +464,4 @@ async fn concurrent_appends_neither_duplicate_nor_skip(store: Arc<dyn MessageSto
     assert_eq!(store.stream_info("user:hot").await.unwrap().head, total);
     let read = store.read_stream("user:hot", 0, 0).await.unwrap();
     assert_eq!(read.iter().map(|e| e.seq).collect::<Vec<_>>(), all);
-}
-
-// ---- SQLite only ----
-
-#[tokio::test]
-async fn sqlite_keeps_data_and_epoch_across_reopening() {
-    let dir = tempfile::tempdir().unwrap();
-    let (epoch, id) = {
-        let store = SqliteStore::open(dir.path()).await.unwrap();
-        let appended = store
-            .append(vec![
-                msg(&["user:a"], Some("k"), 1),
-                msg(&["user:a"], None, 2),
-            ])
-            .await
-            .unwrap();
-        store
-            .record_progress(&[StreamProgress {
-                stream: "user:a".into(),
-                delivered: Some(2),
-                acked: Some(1),
-            }])
-            .await
-            .unwrap();
-        (
-            store.stream_info("user:a").await.unwrap().epoch,
-            appended[0].id.clone(),
-        )
-    };
-    let store = SqliteStore::open(dir.path()).await.unwrap();
-    let info = store.stream_info("user:a").await.unwrap();
-    assert_eq!(info.epoch, epoch);
-    assert_eq!((info.head, info.first, info.acked), (2, 1, 1));
-    assert_eq!(store.read_stream("user:a", 0, 10).await.unwrap().len(), 2);
-    let again = store
-        .append(vec![msg(&["user:a"], Some("k"), 3)])
-        .await
-        .unwrap();
-    assert!(again[0].duplicate);
-    assert_eq!(again[0].id, id);
-    let next = store.append(vec![msg(&["user:a"], None, 4)]).await.unwrap();
-    assert_eq!(seq_in(&next[0], "user:a"), 3);
-    assert!(store.path().starts_with(dir.path()));
-}
-
-#[tokio::test]
-async fn sqlite_hides_then_purges_expired_messages() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path()).await.unwrap();
-    let mut short = msg(&["user:a"], Some("k"), 1);
-    short.ttl_secs = 1;
-    let appended = store
-        .append(vec![short, msg(&["user:a"], None, 2)])
-        .await
-        .unwrap();
-    assert_eq!(store.stream_info("user:a").await.unwrap().first, 1);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-
-    // Expired but not yet purged: invisible all the same.
-    let info = store.stream_info("user:a").await.unwrap();
-    assert_eq!((info.head, info.first), (2, 2));
-    let read = store.read_stream("user:a", 0, 10).await.unwrap();
-    assert_eq!(read.iter().map(|e| e.seq).collect::<Vec<_>>(), [2]);
-    assert!(
-        store
-            .message_status(&appended[0].id)
-            .await
-            .unwrap()
-            .is_none()
-    );
-    let pending = store.unpublished(0, 10).await.unwrap();
-    assert_eq!(pending.len(), 1);
-    assert_eq!(pending[0].0, appended[1].id);
-    // Its key expired with it: the same key is a new message now.
-    let again = store
-        .append(vec![msg(&["user:a"], Some("k"), 3)])
-        .await
-        .unwrap();
-    assert!(!again[0].duplicate);
-    assert_eq!(seq_in(&again[0], "user:a"), 3);
-
-    // One entry, one message, one delivery (its key row was taken over by
-    // the new message above).
-    assert_eq!(store.purge_expired().await.unwrap(), 3);
-    assert_eq!(store.purge_expired().await.unwrap(), 0);
-    let info = store.stream_info("user:a").await.unwrap();
-    assert_eq!((info.head, info.first), (3, 2));
-}
-
-#[tokio::test]
-async fn sqlite_purges_on_its_own() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open_with_purge(dir.path(), Duration::from_millis(100))
-        .await
-        .unwrap();
-    let mut short = msg(&["user:a"], None, 1);
-    short.ttl_secs = 1;
-    store.append(vec![short]).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(store.purge_expired().await.unwrap(), 0, "already purged");
-    let info = store.stream_info("user:a").await.unwrap();
-    assert_eq!((info.head, info.first), (1, 2));
 }

@@ -15,10 +15,10 @@
 //!
 //! Every call is one pipelined round trip, whatever the number of users.
 
-use crate::names::Names;
-use crate::routes::{RouteError, RouteRegistry};
-use crate::time::now_ms;
 use async_trait::async_trait;
+use herald_common::names::Names;
+use herald_common::routes::{RouteError, RouteRegistry};
+use herald_common::time::now_ms;
 use redis::aio::ConnectionManager;
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
@@ -41,7 +41,7 @@ pub struct RedisRoutes {
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn failed(e: redis::RedisError) -> RouteError {
-    RouteError(e.to_string())
+    RouteError::from_cause("", e)
 }
 
 impl RedisRoutes {
@@ -70,7 +70,7 @@ impl RedisRoutes {
             ConnectionManager::new_with_config(self.client.clone(), config),
         )
         .await
-        .map_err(|_| RouteError("connecting timed out".into()))?
+        .map_err(|_| RouteError::new("connecting timed out"))?
         .map_err(failed)?;
         *slot = Some(conn.clone());
         Ok(conn)
@@ -86,7 +86,7 @@ impl RedisRoutes {
             match tokio::time::timeout(CALL_TIMEOUT, pipe.query_async::<T>(&mut conn)).await {
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(e)) => failed(e),
-                Err(_) => RouteError("call timed out".into()),
+                Err(_) => RouteError::new("call timed out"),
             };
         *self.conn.lock().await = None;
         Err(outcome)
