@@ -3,7 +3,8 @@
 // these declarations honest (`tsc --noEmit` in tests/browser/run).
 
 /** A JSON value, as payloads are sent and received. */
-export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
+export type JsonValue =
+  string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
 
 /** The client-facing name of the connection's own stream: `'user'`. */
 export declare const USER_STREAM: 'user';
@@ -121,7 +122,9 @@ export interface HeraldClientOptions {
   /** The WebSocket class. Default `globalThis.WebSocket`. */
   WebSocket?: WebSocketConstructor;
   /** Tells a refused token from a network failure; null disables. Default `globalThis.fetch`. */
-  fetch?: ((url: string, init: { method: 'GET'; cache: 'no-store' }) => Promise<{ status: number }>) | null;
+  fetch?:
+    | ((url: string, init: { method: 'GET'; cache: 'no-store' }) => Promise<{ status: number }>)
+    | null;
   /** Uniform in [0, 1), for the jitter. Default `Math.random`. */
   random?: () => number;
   /** Unix ms, to compare with the token's expiry. Default `Date.now`. */

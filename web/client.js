@@ -67,11 +67,21 @@ const DEFAULT_MAX_FRAME_BYTES = 65536;
  * a token source that fails then stops the client, since retrying cannot help.
  */
 const TOKEN_CLOSES = new Map([
-  [CloseCodes.TOKEN_EXPIRED, { code: 'token_expired', message: 'the token expired (close 4004)', strict: false }],
-  [CloseCodes.TOKEN_REVOKED, { code: 'token_revoked', message: 'the token was revoked (close 4005)', strict: true }],
+  [
+    CloseCodes.TOKEN_EXPIRED,
+    { code: 'token_expired', message: 'the token expired (close 4004)', strict: false },
+  ],
+  [
+    CloseCodes.TOKEN_REVOKED,
+    { code: 'token_revoked', message: 'the token was revoked (close 4005)', strict: true },
+  ],
   [
     CloseCodes.REFRESH_REFUSED,
-    { code: 'refresh_refused', message: 'the server refused the refreshed token (close 4006)', strict: true },
+    {
+      code: 'refresh_refused',
+      message: 'the server refused the refreshed token (close 4006)',
+      strict: true,
+    },
   ],
 ]);
 
@@ -380,9 +390,13 @@ export class HeraldClient {
     }
     if (!this._wanted) {
       return Promise.reject(
-        new HeraldError('closed', `the client is closed (call connect()); \`${key}\` was not sent`, {
-          key,
-        }),
+        new HeraldError(
+          'closed',
+          `the client is closed (call connect()); \`${key}\` was not sent`,
+          {
+            key,
+          },
+        ),
       );
     }
     return new Promise((resolve, reject) => {
@@ -484,9 +498,13 @@ export class HeraldClient {
       });
     }
     if (demand !== null && token === demand.token) {
-      throw new HeraldError(demand.code, `${demand.message}, and the token function returned it again`, {
-        fatal: true,
-      });
+      throw new HeraldError(
+        demand.code,
+        `${demand.message}, and the token function returned it again`,
+        {
+          fatal: true,
+        },
+      );
     }
     this._currentToken = token;
     this._tokenExpiresMs = expiryMs(token);
@@ -551,10 +569,14 @@ export class HeraldClient {
     if (code === CloseCodes.DISCONNECTED_FINAL) {
       const why = reason ? `: ${reason}` : '';
       return this._fail(
-        new HeraldError('disconnected', `the server disconnected this user for good (close 4008)${why}`, {
-          fatal: true,
-          closeCode: code,
-        }),
+        new HeraldError(
+          'disconnected',
+          `the server disconnected this user for good (close 4008)${why}`,
+          {
+            fatal: true,
+            closeCode: code,
+          },
+        ),
       );
     }
     const demand = TOKEN_CLOSES.get(code);
@@ -734,11 +756,7 @@ export class HeraldClient {
     this._clearTimer('_connectTimer');
     if (typeof frame.expires_at === 'number') this._tokenExpiresMs = frame.expires_at * 1000;
     const announced = frame.epochs && typeof frame.epochs === 'object' ? frame.epochs : {};
-    // A stream whose position we know keeps the epoch that position belongs
-    // to: the server compares it and sends `reset` when they differ.
-    for (const [stream, epoch] of Object.entries(announced)) {
-      if (!this._positions.has(stream) || !this._epochs.has(stream)) this._epochs.set(stream, epoch);
-    }
+    for (const [stream, epoch] of Object.entries(announced)) this._adoptEpoch(stream, epoch);
     this._setState('connected');
     this._emit('welcome', frame);
     if (!this._ready()) return; // a listener closed the client
@@ -762,6 +780,15 @@ export class HeraldClient {
     this._scheduleRefresh();
   }
 
+  /**
+   * Takes the server's epoch of a stream unless a known position already has
+   * one: that position's epoch goes back to the server, which compares it and
+   * sends `reset` when they differ.
+   */
+  _adoptEpoch(stream, epoch) {
+    if (!this._positions.has(stream) || !this._epochs.has(stream)) this._epochs.set(stream, epoch);
+  }
+
   _subscribeFrame(topic) {
     const frame = { type: 'subscribe', topic };
     const stream = topicStream(topic);
@@ -783,12 +810,9 @@ export class HeraldClient {
     const stream = typeof frame.stream === 'string' ? frame.stream : topicStream(topic);
     const epoch = typeof frame.epoch === 'string' ? frame.epoch : undefined;
     const head = Number.isSafeInteger(frame.head) && frame.head >= 0 ? frame.head : undefined;
-    // As for `welcome`: a known position keeps its epoch (the server compared
-    // it and sends `reset` if it differs). Without a position the server
-    // starts at `head`: resuming from there after a reconnect misses nothing.
-    if (epoch !== undefined && (!this._positions.has(stream) || !this._epochs.has(stream))) {
-      this._epochs.set(stream, epoch);
-    }
+    if (epoch !== undefined) this._adoptEpoch(stream, epoch);
+    // Without a position the server starts at `head`: resuming from there
+    // after a reconnect misses nothing sent meanwhile.
     if (head !== undefined && !this._positions.has(stream)) this._positions.set(stream, head);
     this._emit('subscribed', { topic, stream, epoch, head });
   }
@@ -909,10 +933,12 @@ export class HeraldClient {
     const waiting = this._unsentPublishes;
     this._unsentPublishes = [];
     for (const publish of waiting) {
-      publish.reject(new HeraldError(error.code, `${error.message}; \`${publish.key}\` was not sent`, {
-        key: publish.key,
-        cause: error.cause,
-      }));
+      publish.reject(
+        new HeraldError(error.code, `${error.message}; \`${publish.key}\` was not sent`, {
+          key: publish.key,
+          cause: error.cause,
+        }),
+      );
     }
   }
 
@@ -930,7 +956,9 @@ export class HeraldClient {
     // the server's (which accepted it). Refreshing at once would loop; try
     // now and then, and count on close 4004 if the server agrees.
     const delay =
-      remaining > 0 ? remaining - Math.min(this._refreshBeforeMs, remaining / 2) : this._refreshBeforeMs / 2;
+      remaining > 0
+        ? remaining - Math.min(this._refreshBeforeMs, remaining / 2)
+        : this._refreshBeforeMs / 2;
     const ws = this._ws;
     const at = this._now() + delay;
     this._refreshTimer = this._setTimeout(
@@ -952,7 +980,10 @@ export class HeraldClient {
       if (typeof token !== 'string' || token === '') throw new Error('getToken returned no token');
     } catch (e) {
       if (this._ws !== ws || !this._ready()) return;
-      this._emit('error', new HeraldError('token', `cannot refresh the token: ${describe(e)}`, { cause: e }));
+      this._emit(
+        'error',
+        new HeraldError('token', `cannot refresh the token: ${describe(e)}`, { cause: e }),
+      );
       // Try again later; if the token expires first, the server closes with
       // 4004 and the next connection asks getToken anew.
       const remaining = (this._tokenExpiresMs ?? 0) - this._now();

@@ -166,7 +166,12 @@ test('emits each (stream, seq) once: drops seqs at or below the last seen', asyn
   ws.msg(1, { n: 1 }, 'topic:news');
   assert.deepEqual(
     events.message.map((m) => [m.stream, m.seq]),
-    [['user', 1], ['user', 2], ['user', 3], ['topic:news', 1]],
+    [
+      ['user', 1],
+      ['user', 2],
+      ['user', 3],
+      ['topic:news', 1],
+    ],
   );
   assert.deepEqual(events.message[0], {
     stream: 'user',
@@ -191,7 +196,10 @@ test('duplicates replayed after a reconnect are dropped too', async () => {
   socket().welcome();
   socket().msg(2); // a server that replays from further back
   socket().msg(3);
-  assert.deepEqual(events.message.map((m) => m.seq), [1, 2, 3]);
+  assert.deepEqual(
+    events.message.map((m) => m.seq),
+    [1, 2, 3],
+  );
 });
 
 test('the first URL has only the token; after a drop it carries since and epoch', async () => {
@@ -262,7 +270,10 @@ test('backoff grows exponentially, is fully jittered, is capped, and resets afte
     events.retry.map((e) => e.delayMs),
     [50, 100, 200, 400, 500], // 0.5 * min(1000, 100 * 2^n)
   );
-  assert.deepEqual(events.retry.map((e) => e.attempt), [1, 2, 3, 4, 5]);
+  assert.deepEqual(
+    events.retry.map((e) => e.attempt),
+    [1, 2, 3, 4, 5],
+  );
 
   // Jitter: the delay is random * ceiling, so 0 and just under the ceiling are possible.
   r = 0;
@@ -664,7 +675,10 @@ test('off() removes a listener, and a throwing listener does not stop delivery',
     globalThis.reportError = originalReportError;
   }
   assert.deepEqual(seen, [1]);
-  assert.deepEqual(events.message.map((m) => m.seq), [1, 2]);
+  assert.deepEqual(
+    events.message.map((m) => m.seq),
+    [1, 2],
+  );
   assert.equal(reported.length, 2);
 });
 
@@ -698,7 +712,12 @@ test('publish() sends the frame with a key and resolves with the id of `publishe
   const given = track(client.publish({ topic: 'room-7' }, { text: 'hi' }, { key: 'm-1' }));
   const generated = track(client.publish({ users: ['u2'] }, 42));
   const [first, second] = socket().frames();
-  assert.deepEqual(first, { type: 'publish', to: { topic: 'room-7' }, payload: { text: 'hi' }, key: 'm-1' });
+  assert.deepEqual(first, {
+    type: 'publish',
+    to: { topic: 'room-7' },
+    payload: { text: 'hi' },
+    key: 'm-1',
+  });
   assert.equal(second.type, 'publish');
   assert.match(second.key, /^[0-9a-f-]{32,36}$/, 'a generated key is a random UUID');
   await settle();
@@ -718,8 +737,16 @@ test('publish() rejects on the error frame that names its key; other errors stay
   const unavailable = track(client.publish({ topic: 'a' }, 2, { key: 'k2' }));
   // A key that is a part of another must not take the other's answer.
   const longer = track(client.publish({ topic: 'a' }, 3, { key: 'k1-b' }));
-  socket().receive({ type: 'error', code: 'throttled', message: 'publishing too fast; `k1-b` was not sent' });
-  socket().receive({ type: 'error', code: 'unavailable', message: 'the broker did not take `k2`; send it again' });
+  socket().receive({
+    type: 'error',
+    code: 'throttled',
+    message: 'publishing too fast; `k1-b` was not sent',
+  });
+  socket().receive({
+    type: 'error',
+    code: 'unavailable',
+    message: 'the broker did not take `k2`; send it again',
+  });
   socket().receive({ type: 'error', code: 'bad_topic', message: 'a*' });
   await settle();
   assert.equal(longer.error.code, 'throttled');
@@ -735,7 +762,10 @@ test('publish() rejects on the error frame that names its key; other errors stay
   await settle();
   assert.equal(throttled.error.code, 'forbidden');
   // Only the error no publish was waiting for became an event.
-  assert.deepEqual(events.error.map((e) => e.code), ['bad_topic']);
+  assert.deepEqual(
+    events.error.map((e) => e.code),
+    ['bad_topic'],
+  );
 });
 
 test('a publish unanswered when the connection drops rejects; the same key can be sent again', async () => {
@@ -751,7 +781,9 @@ test('a publish unanswered when the connection drops rejects; the same key can b
   await clock.advance(60_000);
   assert.deepEqual(socket().frames(), []);
   socket().welcome();
-  assert.deepEqual(socket().frames(), [{ type: 'publish', to: { topic: 'a' }, payload: 'x', key: 'same' }]);
+  assert.deepEqual(socket().frames(), [
+    { type: 'publish', to: { topic: 'a' }, payload: 'x', key: 'same' },
+  ]);
   socket().receive({ type: 'published', key: 'same', id: 'id-1' });
   await settle();
   assert.deepEqual(again.value, { id: 'id-1', key: 'same' });
@@ -767,7 +799,12 @@ test('publishes wait for the first welcome, after the subscriptions; close() rej
   const first = track(client.publish({ topic: 'a' }, 1, { key: 'p1' }));
   await settle();
   socket().welcome();
-  assert.deepEqual(socket().frames().map((f) => f.type), ['subscribe', 'publish']);
+  assert.deepEqual(
+    socket()
+      .frames()
+      .map((f) => f.type),
+    ['subscribe', 'publish'],
+  );
   socket().drop();
   await settle();
   assert.equal(first.error.code, 'disconnected');
@@ -803,9 +840,19 @@ test('publish() refuses what the server would refuse or choke on, without sendin
 test('subscribe with since and epoch sends both; `subscribed` is emitted', async () => {
   const { client, events, socket } = await connected();
   client.subscribe('news', { since: 12, epoch: 'ep-n' });
-  assert.deepEqual(socket().frames(), [{ type: 'subscribe', topic: 'news', since: 12, epoch: 'ep-n' }]);
-  socket().receive({ type: 'subscribed', topic: 'news', stream: 'topic:news', epoch: 'ep-n', head: 20 });
-  assert.deepEqual(events.subscribed, [{ topic: 'news', stream: 'topic:news', epoch: 'ep-n', head: 20 }]);
+  assert.deepEqual(socket().frames(), [
+    { type: 'subscribe', topic: 'news', since: 12, epoch: 'ep-n' },
+  ]);
+  socket().receive({
+    type: 'subscribed',
+    topic: 'news',
+    stream: 'topic:news',
+    epoch: 'ep-n',
+    head: 20,
+  });
+  assert.deepEqual(events.subscribed, [
+    { topic: 'news', stream: 'topic:news', epoch: 'ep-n', head: 20 },
+  ]);
   // The position is the one asked for, not the head: the server replays 13..20.
   assert.deepEqual(client.positions(), { 'topic:news': 12 });
   assert.throws(() => client.subscribe('x', { epoch: 'e' }), TypeError); // an epoch needs its since
@@ -816,17 +863,31 @@ test('a topic subscribed at its head resumes from that head, with its epoch, aft
   const { client, clock, socket } = await connected();
   client.subscribe('news');
   assert.deepEqual(socket().frames(), [{ type: 'subscribe', topic: 'news' }]);
-  socket().receive({ type: 'subscribed', topic: 'news', stream: 'topic:news', epoch: 'ep-n', head: 17 });
+  socket().receive({
+    type: 'subscribed',
+    topic: 'news',
+    stream: 'topic:news',
+    epoch: 'ep-n',
+    head: 17,
+  });
   assert.deepEqual(client.positions(), { 'topic:news': 17 });
   assert.deepEqual(client.epochs(), { user: 'e1', 'topic:news': 'ep-n' });
   // Nothing arrived before the drop; messages 18.. sent meanwhile are not missed.
   socket().drop(4001);
   await clock.advance(60_000);
   socket().welcome();
-  assert.deepEqual(socket().frames(), [{ type: 'subscribe', topic: 'news', since: 17, epoch: 'ep-n' }]);
+  assert.deepEqual(socket().frames(), [
+    { type: 'subscribe', topic: 'news', since: 17, epoch: 'ep-n' },
+  ]);
   // A `subscribed` for a topic given up meanwhile changes nothing.
   client.unsubscribe('news');
-  socket().receive({ type: 'subscribed', topic: 'news', stream: 'topic:news', epoch: 'ep-n', head: 30 });
+  socket().receive({
+    type: 'subscribed',
+    topic: 'news',
+    stream: 'topic:news',
+    epoch: 'ep-n',
+    head: 30,
+  });
   assert.deepEqual(client.positions(), {});
 });
 
@@ -834,18 +895,32 @@ test('a subscribe with a position keeps its epoch; a reset of the topic is surfa
   const { client, clock, events, socket } = await connected();
   client.subscribe('news', { since: 5, epoch: 'old' });
   // The server's epoch differs: `subscribed` names it, then the reset moves the position.
-  socket().receive({ type: 'subscribed', topic: 'news', stream: 'topic:news', epoch: 'new', head: 2 });
+  socket().receive({
+    type: 'subscribed',
+    topic: 'news',
+    stream: 'topic:news',
+    epoch: 'new',
+    head: 2,
+  });
   assert.equal(client.epochs()['topic:news'], 'old');
   socket().receive({ type: 'reset', stream: 'topic:news', from: 1, epoch: 'new' });
   assert.deepEqual(events.reset, [{ stream: 'topic:news', from: 1, epoch: 'new' }]);
   assert.deepEqual(client.positions(), { 'topic:news': 0 });
   socket().msg(1, 'n1', 'topic:news');
   socket().msg(2, 'n2', 'topic:news');
-  assert.deepEqual(events.message.map((m) => [m.stream, m.seq]), [['topic:news', 1], ['topic:news', 2]]);
+  assert.deepEqual(
+    events.message.map((m) => [m.stream, m.seq]),
+    [
+      ['topic:news', 1],
+      ['topic:news', 2],
+    ],
+  );
   socket().drop();
   await clock.advance(60_000);
   socket().welcome();
-  assert.deepEqual(socket().frames(), [{ type: 'subscribe', topic: 'news', since: 2, epoch: 'new' }]);
+  assert.deepEqual(socket().frames(), [
+    { type: 'subscribe', topic: 'news', since: 2, epoch: 'new' },
+  ]);
 });
 
 test('subscribe(topic, since) as a number still works', async () => {
@@ -867,7 +942,13 @@ test('a drain (1012) reconnects after a jittered backoff and resumes every strea
   client.connect();
   await settle();
   socket().welcome('eu', { all: 'ea' });
-  socket().receive({ type: 'subscribed', topic: 'news', stream: 'topic:news', epoch: 'en', head: 3 });
+  socket().receive({
+    type: 'subscribed',
+    topic: 'news',
+    stream: 'topic:news',
+    epoch: 'en',
+    head: 3,
+  });
   socket().msg(7, 'u7');
   socket().msg(2, 'a2', 'all');
   socket().msg(4, 'n4', 'topic:news');
@@ -1039,7 +1120,13 @@ test('welcome.expires_at, when the server sends it, times the refresh', async ()
   client.connect();
   await settle();
   socket().open();
-  socket().receive({ type: 'welcome', user: 'u1', node: 'n1', epochs: { user: 'e1' }, expires_at: 100 });
+  socket().receive({
+    type: 'welcome',
+    user: 'u1',
+    node: 'n1',
+    epochs: { user: 'e1' },
+    expires_at: 100,
+  });
   await clock.advance(49_999); // half of the 100 s left (shorter than 2 x 60 s)
   assert.deepEqual(socket().frames(), []);
   await clock.advance(1);

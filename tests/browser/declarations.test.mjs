@@ -32,18 +32,22 @@ const sorted = (names) => [...new Set(names)].sort();
 function declaredProperties(name) {
   const symbol = exported.get(name);
   assert.ok(symbol, `client.d.ts exports ${name}`);
-  return sorted(checker.getPropertiesOfType(checker.getDeclaredTypeOfSymbol(symbol)).map((p) => p.name));
+  return sorted(
+    checker.getPropertiesOfType(checker.getDeclaredTypeOfSymbol(symbol)).map((p) => p.name),
+  );
 }
 
 test('client.d.ts compiles on its own', () => {
-  const problems = ts.getPreEmitDiagnostics(program).map((d) =>
-    ts.flattenDiagnosticMessageText(d.messageText, '\n'),
-  );
+  const problems = ts
+    .getPreEmitDiagnostics(program)
+    .map((d) => ts.flattenDiagnosticMessageText(d.messageText, '\n'));
   assert.deepEqual(problems, []);
 });
 
 test('the declared value exports are the module exports', () => {
-  const values = [...exported.values()].filter((s) => s.flags & ts.SymbolFlags.Value).map((s) => s.name);
+  const values = [...exported.values()]
+    .filter((s) => s.flags & ts.SymbolFlags.Value)
+    .map((s) => s.name);
   assert.deepEqual(sorted(values), sorted(Object.keys(client)));
 });
 
@@ -58,7 +62,9 @@ test('CloseCodes declares each code with its value', () => {
   const symbol = exported.get('CloseCodes');
   const type = checker.getTypeOfSymbolAtLocation(symbol, file);
   const declared = Object.fromEntries(
-    checker.getPropertiesOfType(type).map((p) => [p.name, checker.getTypeOfSymbolAtLocation(p, file).value]),
+    checker
+      .getPropertiesOfType(type)
+      .map((p) => [p.name, checker.getTypeOfSymbolAtLocation(p, file).value]),
   );
   assert.deepEqual(declared, { ...client.CloseCodes });
 });

@@ -41,7 +41,10 @@ const client = new HeraldClient(options);
 
 // The older ways: a token string, or a token function told about refusals.
 new HeraldClient({ url: new URL('wss://push.example.com/ws'), token: 'eyJ...' });
-new HeraldClient({ url: 'ws://127.0.0.1:7010/ws', token: async ({ rejected }) => (rejected ? 'new' : 'old') });
+new HeraldClient({
+  url: 'ws://127.0.0.1:7010/ws',
+  token: async ({ rejected }) => (rejected ? 'new' : 'old'),
+});
 new HeraldClient({ url: '/ws', token: 'first', getToken: () => 'next', fetch: null });
 // @ts-expect-error a url is required
 new HeraldClient({ token: 't' });
@@ -73,14 +76,19 @@ client.subscribe('match-42', { since: '12' });
 client.unsubscribe('match-42').ack(USER_STREAM, 3).connect();
 
 async function send(): Promise<string> {
-  const first: Published = await client.publish({ topic: 'room-7' }, { text: 'hi' }, { key: 'm-1' });
+  const first: Published = await client.publish(
+    { topic: 'room-7' },
+    { text: 'hi' },
+    { key: 'm-1' },
+  );
   const second = await client.publish({ users: ['u2'] }, 42);
   // @ts-expect-error clients cannot broadcast
   await client.publish({ all: true }, 1);
   try {
     await client.publish({ topic: 'room-7' }, 'again', { key: first.key });
   } catch (e) {
-    if (e instanceof HeraldError && (e.code === 'disconnected' || e.code === 'unavailable')) return e.key ?? '';
+    if (e instanceof HeraldError && (e.code === 'disconnected' || e.code === 'unavailable'))
+      return e.key ?? '';
   }
   return `${first.id} ${second.id} ${second.key}`;
 }
