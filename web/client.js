@@ -978,6 +978,9 @@ export class HeraldClient {
     try {
       token = await this._getTokenFn();
       if (typeof token !== 'string' || token === '') throw new Error('getToken returned no token');
+      // Refreshing with the same token would not move its expiry: the next
+      // refresh would come sooner and sooner.
+      if (token === this._currentToken) throw new Error('getToken returned the token in use');
     } catch (e) {
       if (this._ws !== ws || !this._ready()) return;
       this._emit(

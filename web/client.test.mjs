@@ -1150,6 +1150,12 @@ test('a failing getToken during refresh is reported and tried again; no refresh 
   await clock.advance(15_000);
   assert.deepEqual(socket().frames(), [{ type: 'refresh', token: 'next' }]);
 
+  const same = jwt({ exp: 600 });
+  const cached = await connected({ token: same, getToken: async () => same });
+  await cached.clock.advance(540_000);
+  assert.match(cached.events.error[0].message, /the token in use/);
+  assert.deepEqual(cached.socket().frames(), []);
+
   const plain = await connected({ token: jwt({ exp: 600 }) });
   await plain.clock.advance(10 * 60_000);
   assert.deepEqual(plain.socket().frames(), []);
