@@ -3,7 +3,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { HeraldClient, HeraldError } from './client.js';
+import { CloseCodes, HeraldClient, HeraldError, tokenExpiry } from './client.js';
 
 /** Timers that only fire when the test advances the clock. */
 class FakeClock {
@@ -122,13 +122,24 @@ function scripted(...values) {
 function setup(options = {}) {
   const clock = new FakeClock();
   const WS = fakeWebSocketClass();
-  const events = { message: [], state: [], reset: [], error: [], welcome: [], retry: [] };
+  const events = {
+    message: [],
+    state: [],
+    reset: [],
+    error: [],
+    welcome: [],
+    retry: [],
+    subscribed: [],
+    close: [],
+    refreshed: [],
+  };
   const client = new HeraldClient({
     url: 'ws://herald.test/ws',
     token: 'tok',
     WebSocket: WS,
     fetch: async () => ({ status: 400 }),
     random: () => 0.5,
+    now: () => clock.now,
     setTimeout: clock.setTimeout,
     clearTimeout: clock.clearTimeout,
     pingIntervalMs: 0,
@@ -155,7 +166,12 @@ test('emits each (stream, seq) once: drops seqs at or below the last seen', asyn
   ws.msg(1, { n: 1 }, 'topic:news');
   assert.deepEqual(
     events.message.map((m) => [m.stream, m.seq]),
-    [['user', 1], ['user', 2], ['user', 3], ['topic:news', 1]],
+    [
+      ['user', 1],
+      ['user', 2],
+      ['user', 3],
+      ['topic:news', 1],
+    ],
   );
   assert.deepEqual(events.message[0], {
     stream: 'user',
@@ -180,7 +196,10 @@ test('duplicates replayed after a reconnect are dropped too', async () => {
   socket().welcome();
   socket().msg(2); // a server that replays from further back
   socket().msg(3);
-  assert.deepEqual(events.message.map((m) => m.seq), [1, 2, 3]);
+  assert.deepEqual(
+    events.message.map((m) => m.seq),
+    [1, 2, 3],
+  );
 });
 
 test('the first URL has only the token; after a drop it carries since and epoch', async () => {
@@ -251,7 +270,10 @@ test('backoff grows exponentially, is fully jittered, is capped, and resets afte
     events.retry.map((e) => e.delayMs),
     [50, 100, 200, 400, 500], // 0.5 * min(1000, 100 * 2^n)
   );
-  assert.deepEqual(events.retry.map((e) => e.attempt), [1, 2, 3, 4, 5]);
+  assert.deepEqual(
+    events.retry.map((e) => e.attempt),
+    [1, 2, 3, 4, 5],
+  );
 
   // Jitter: the delay is random * ceiling, so 0 and just under the ceiling are possible.
   r = 0;
@@ -379,7 +401,8 @@ test('other announced streams are resumed with one resume frame right after welc
   assert.equal(socket().params.since, '3');
   socket().welcome('e1', { all: 'ea', 'topic:news': 'en' });
   assert.deepEqual(socket().frames(), [
-    { type: 'subscribe', topic: 'news', since: 2 },
+    // The topic's position goes back with the epoch it belongs to.
+    { type: 'subscribe', topic: 'news', since: 2, epoch: 'en' },
     { type: 'resume', streams: { all: 5 }, epochs: { all: 'ea' } },
   ]);
 });
@@ -652,11 +675,529 @@ test('off() removes a listener, and a throwing listener does not stop delivery',
     globalThis.reportError = originalReportError;
   }
   assert.deepEqual(seen, [1]);
-  assert.deepEqual(events.message.map((m) => m.seq), [1, 2]);
+  assert.deepEqual(
+    events.message.map((m) => m.seq),
+    [1, 2],
+  );
   assert.equal(reported.length, 2);
 });
 
 test('missing url or token is a TypeError', () => {
   assert.throws(() => new HeraldClient({ token: 't' }), TypeError);
   assert.throws(() => new HeraldClient({ url: 'ws://x/ws' }), TypeError);
+});
+
+// ---- publish() -------------------------------------------------------------------
+
+/** Lets a promise's settlement be asserted without awaiting it forever. */
+function track(promise) {
+  const outcome = { settled: false, value: undefined, error: undefined };
+  promise.then(
+    (value) => Object.assign(outcome, { settled: true, value }),
+    (error) => Object.assign(outcome, { settled: true, error }),
+  );
+  return outcome;
+}
+
+async function connected(options = {}) {
+  const s = setup({ autoAck: false, ...options });
+  s.client.connect();
+  await settle();
+  s.socket().welcome();
+  return s;
+}
+
+test('publish() sends the frame with a key and resolves with the id of `published`', async () => {
+  const { client, socket } = await connected();
+  const given = track(client.publish({ topic: 'room-7' }, { text: 'hi' }, { key: 'm-1' }));
+  const generated = track(client.publish({ users: ['u2'] }, 42));
+  const [first, second] = socket().frames();
+  assert.deepEqual(first, {
+    type: 'publish',
+    to: { topic: 'room-7' },
+    payload: { text: 'hi' },
+    key: 'm-1',
+  });
+  assert.equal(second.type, 'publish');
+  assert.match(second.key, /^[0-9a-f-]{32,36}$/, 'a generated key is a random UUID');
+  await settle();
+  assert.equal(given.settled, false, 'nothing settles before the answer');
+  // Answers come for their own key, whatever the order.
+  socket().receive({ type: 'published', key: second.key, id: 'id-2' });
+  socket().receive({ type: 'published', key: 'm-1', id: 'id-1' });
+  socket().receive({ type: 'published', key: 'unknown', id: 'id-x' }); // ignored
+  await settle();
+  assert.deepEqual(given.value, { id: 'id-1', key: 'm-1' });
+  assert.deepEqual(generated.value, { id: 'id-2', key: second.key });
+});
+
+test('publish() rejects on the error frame that names its key; other errors stay events', async () => {
+  const { client, events, socket } = await connected();
+  const throttled = track(client.publish({ topic: 'a' }, 1, { key: 'k1' }));
+  const unavailable = track(client.publish({ topic: 'a' }, 2, { key: 'k2' }));
+  // A key that is a part of another must not take the other's answer.
+  const longer = track(client.publish({ topic: 'a' }, 3, { key: 'k1-b' }));
+  socket().receive({
+    type: 'error',
+    code: 'throttled',
+    message: 'publishing too fast; `k1-b` was not sent',
+  });
+  socket().receive({
+    type: 'error',
+    code: 'unavailable',
+    message: 'the broker did not take `k2`; send it again',
+  });
+  socket().receive({ type: 'error', code: 'bad_topic', message: 'a*' });
+  await settle();
+  assert.equal(longer.error.code, 'throttled');
+  assert.equal(longer.error.key, 'k1-b');
+  assert.ok(longer.error instanceof HeraldError);
+  assert.equal(unavailable.error.code, 'unavailable');
+  assert.equal(throttled.settled, false);
+  socket().receive({
+    type: 'error',
+    code: 'forbidden',
+    message: 'the token does not allow publishing to {"topic":"a"}; `k1` was not sent',
+  });
+  await settle();
+  assert.equal(throttled.error.code, 'forbidden');
+  // Only the error no publish was waiting for became an event.
+  assert.deepEqual(
+    events.error.map((e) => e.code),
+    ['bad_topic'],
+  );
+});
+
+test('a publish unanswered when the connection drops rejects; the same key can be sent again', async () => {
+  const { client, clock, socket } = await connected();
+  const lost = track(client.publish({ topic: 'a' }, 'x', { key: 'same' }));
+  socket().drop(1006);
+  await settle();
+  assert.equal(lost.error.code, 'disconnected');
+  assert.equal(lost.error.key, 'same');
+  assert.match(lost.error.message, /send it again with the same key/);
+  // Published while disconnected: it waits for the next welcome.
+  const again = track(client.publish({ topic: 'a' }, 'x', { key: 'same' }));
+  await clock.advance(60_000);
+  assert.deepEqual(socket().frames(), []);
+  socket().welcome();
+  assert.deepEqual(socket().frames(), [
+    { type: 'publish', to: { topic: 'a' }, payload: 'x', key: 'same' },
+  ]);
+  socket().receive({ type: 'published', key: 'same', id: 'id-1' });
+  await settle();
+  assert.deepEqual(again.value, { id: 'id-1', key: 'same' });
+});
+
+test('publishes wait for the first welcome, after the subscriptions; close() rejects the waiting ones', async () => {
+  const { client, socket } = setup();
+  const beforeConnect = track(client.publish({ topic: 'a' }, 1));
+  await settle();
+  assert.equal(beforeConnect.error.code, 'closed');
+  client.subscribe('news');
+  client.connect();
+  const first = track(client.publish({ topic: 'a' }, 1, { key: 'p1' }));
+  await settle();
+  socket().welcome();
+  assert.deepEqual(
+    socket()
+      .frames()
+      .map((f) => f.type),
+    ['subscribe', 'publish'],
+  );
+  socket().drop();
+  await settle();
+  assert.equal(first.error.code, 'disconnected');
+  const waiting = track(client.publish({ topic: 'a' }, 2, { key: 'p2' }));
+  client.close();
+  await settle();
+  assert.equal(waiting.error.code, 'closed');
+  assert.equal(waiting.error.key, 'p2');
+  const afterClose = track(client.publish({ topic: 'a' }, 3));
+  await settle();
+  assert.equal(afterClose.error.code, 'closed');
+});
+
+test('publish() refuses what the server would refuse or choke on, without sending', async () => {
+  const { client, socket } = await connected({ maxFrameBytes: 200 });
+  const cases = [
+    [client.publish(null, 1), TypeError],
+    [client.publish(['u1'], 1), TypeError],
+    [client.publish({ topic: 'a' }, undefined), TypeError],
+    [client.publish({ topic: 'a' }, 1, { key: '' }), TypeError],
+    [client.publish({ topic: 'a' }, 10n), TypeError], // not JSON
+  ];
+  for (const [promise, kind] of cases) await assert.rejects(promise, kind);
+  // Over the frame limit the server would close the connection: refused here.
+  const big = await client.publish({ topic: 'a' }, 'x'.repeat(300), { key: 'big' }).catch((e) => e);
+  assert.equal(big.code, 'too_large');
+  assert.deepEqual(socket().frames(), []);
+  assert.equal(client.state, 'connected');
+});
+
+// ---- subscribe() with epochs, `subscribed`, topic resets ---------------------------
+
+test('subscribe with since and epoch sends both; `subscribed` is emitted', async () => {
+  const { client, events, socket } = await connected();
+  client.subscribe('news', { since: 12, epoch: 'ep-n' });
+  assert.deepEqual(socket().frames(), [
+    { type: 'subscribe', topic: 'news', since: 12, epoch: 'ep-n' },
+  ]);
+  socket().receive({
+    type: 'subscribed',
+    topic: 'news',
+    stream: 'topic:news',
+    epoch: 'ep-n',
+    head: 20,
+  });
+  assert.deepEqual(events.subscribed, [
+    { topic: 'news', stream: 'topic:news', epoch: 'ep-n', head: 20 },
+  ]);
+  // The position is the one asked for, not the head: the server replays 13..20.
+  assert.deepEqual(client.positions(), { 'topic:news': 12 });
+  assert.throws(() => client.subscribe('x', { epoch: 'e' }), TypeError); // an epoch needs its since
+  assert.throws(() => client.subscribe('x', { since: -1 }), TypeError);
+});
+
+test('a topic subscribed at its head resumes from that head, with its epoch, after a reconnect', async () => {
+  const { client, clock, socket } = await connected();
+  client.subscribe('news');
+  assert.deepEqual(socket().frames(), [{ type: 'subscribe', topic: 'news' }]);
+  socket().receive({
+    type: 'subscribed',
+    topic: 'news',
+    stream: 'topic:news',
+    epoch: 'ep-n',
+    head: 17,
+  });
+  assert.deepEqual(client.positions(), { 'topic:news': 17 });
+  assert.deepEqual(client.epochs(), { user: 'e1', 'topic:news': 'ep-n' });
+  // Nothing arrived before the drop; messages 18.. sent meanwhile are not missed.
+  socket().drop(4001);
+  await clock.advance(60_000);
+  socket().welcome();
+  assert.deepEqual(socket().frames(), [
+    { type: 'subscribe', topic: 'news', since: 17, epoch: 'ep-n' },
+  ]);
+  // A `subscribed` for a topic given up meanwhile changes nothing.
+  client.unsubscribe('news');
+  socket().receive({
+    type: 'subscribed',
+    topic: 'news',
+    stream: 'topic:news',
+    epoch: 'ep-n',
+    head: 30,
+  });
+  assert.deepEqual(client.positions(), {});
+});
+
+test('a subscribe with a position keeps its epoch; a reset of the topic is surfaced and followed', async () => {
+  const { client, clock, events, socket } = await connected();
+  client.subscribe('news', { since: 5, epoch: 'old' });
+  // The server's epoch differs: `subscribed` names it, then the reset moves the position.
+  socket().receive({
+    type: 'subscribed',
+    topic: 'news',
+    stream: 'topic:news',
+    epoch: 'new',
+    head: 2,
+  });
+  assert.equal(client.epochs()['topic:news'], 'old');
+  socket().receive({ type: 'reset', stream: 'topic:news', from: 1, epoch: 'new' });
+  assert.deepEqual(events.reset, [{ stream: 'topic:news', from: 1, epoch: 'new' }]);
+  assert.deepEqual(client.positions(), { 'topic:news': 0 });
+  socket().msg(1, 'n1', 'topic:news');
+  socket().msg(2, 'n2', 'topic:news');
+  assert.deepEqual(
+    events.message.map((m) => [m.stream, m.seq]),
+    [
+      ['topic:news', 1],
+      ['topic:news', 2],
+    ],
+  );
+  socket().drop();
+  await clock.advance(60_000);
+  socket().welcome();
+  assert.deepEqual(socket().frames(), [
+    { type: 'subscribe', topic: 'news', since: 2, epoch: 'new' },
+  ]);
+});
+
+test('subscribe(topic, since) as a number still works', async () => {
+  const { client, socket } = await connected();
+  client.subscribe('sport', 41);
+  assert.deepEqual(socket().frames(), [{ type: 'subscribe', topic: 'sport', since: 41 }]);
+});
+
+// ---- close codes -----------------------------------------------------------------
+
+test('a drain (1012) reconnects after a jittered backoff and resumes every stream', async () => {
+  const randoms = [0.25];
+  const { client, clock, WS, events, socket } = setup({
+    autoAck: false,
+    minBackoffMs: 1000,
+    random: () => randoms.shift() ?? 0.5,
+  });
+  client.subscribe('news');
+  client.connect();
+  await settle();
+  socket().welcome('eu', { all: 'ea' });
+  socket().receive({
+    type: 'subscribed',
+    topic: 'news',
+    stream: 'topic:news',
+    epoch: 'en',
+    head: 3,
+  });
+  socket().msg(7, 'u7');
+  socket().msg(2, 'a2', 'all');
+  socket().msg(4, 'n4', 'topic:news');
+  socket().drop(CloseCodes.SERVICE_RESTART);
+  assert.deepEqual(events.close, [{ code: 1012, reason: '' }]);
+  assert.deepEqual(events.retry, [{ attempt: 1, delayMs: 250 }]); // 0.25 * 1000: jittered
+  await clock.advance(249);
+  assert.equal(WS.instances.length, 1);
+  await clock.advance(1);
+  assert.equal(WS.instances.length, 2);
+  assert.deepEqual(socket().params, { token: 'tok', since: '7', epoch: 'eu' });
+  socket().welcome('eu', { all: 'ea' });
+  assert.deepEqual(socket().frames(), [
+    { type: 'subscribe', topic: 'news', since: 4, epoch: 'en' },
+    { type: 'resume', streams: { all: 2 }, epochs: { all: 'ea' } },
+  ]);
+  assert.equal(events.error.length, 0);
+});
+
+test('4001, 4002, 4003 and 4007 reconnect with backoff; 4008 stops for good', async () => {
+  for (const code of [4001, 4002, 4003, 4007]) {
+    const { clock, WS, events, socket } = await connected();
+    socket().drop(code);
+    assert.equal(events.retry.length, 1, `close ${code}`);
+    await clock.advance(60_000);
+    assert.equal(WS.instances.length, 2, `close ${code}`);
+    assert.equal(events.error.length, 0);
+  }
+  const { client, clock, WS, events, socket } = await connected({ getToken: async () => 'fresh' });
+  const waiting = track(client.publish({ topic: 'a' }, 1));
+  socket().onclose({ code: CloseCodes.DISCONNECTED_FINAL, reason: 'banned' });
+  await settle();
+  assert.equal(client.state, 'closed');
+  assert.equal(events.error.length, 1);
+  assert.equal(events.error[0].code, 'disconnected');
+  assert.equal(events.error[0].fatal, true);
+  assert.equal(events.error[0].closeCode, 4008);
+  assert.match(events.error[0].message, /banned/);
+  assert.equal(waiting.error.code, 'disconnected');
+  await clock.advance(10 * 60_000);
+  assert.equal(WS.instances.length, 1);
+});
+
+test('4004 asks getToken for a new token, reconnects with it and resumes', async () => {
+  const tokens = ['t2'];
+  const { client, clock, WS, events, socket } = await connected({
+    token: 't1',
+    getToken: async () => tokens.shift(),
+  });
+  socket().msg(3);
+  socket().drop(CloseCodes.TOKEN_EXPIRED);
+  assert.equal(client.state, 'disconnected');
+  await clock.advance(60_000);
+  assert.equal(WS.instances.length, 2);
+  assert.deepEqual(socket().params, { token: 't2', since: '3', epoch: 'e1' });
+  assert.equal(events.error.length, 0);
+  // The new token is kept: a drop that is not about the token reuses it.
+  socket().welcome();
+  socket().drop(1012);
+  await clock.advance(60_000);
+  assert.equal(socket().params.token, 't2');
+});
+
+test('4004 without a way to get a token stops with token_expired', async () => {
+  const { client, clock, WS, events, socket } = await connected();
+  socket().drop(CloseCodes.TOKEN_EXPIRED);
+  await settle();
+  assert.equal(client.state, 'closed');
+  assert.equal(events.error[0].code, 'token_expired');
+  assert.equal(events.error[0].fatal, true);
+  await clock.advance(60_000);
+  assert.equal(WS.instances.length, 1);
+});
+
+test('4004 with a failing getToken keeps trying; 4005 with a failing getToken stops', async () => {
+  let fail = true;
+  const expired = await connected({
+    getToken: async () => {
+      if (fail) throw new Error('auth backend down');
+      return 'later';
+    },
+    token: 'first',
+  });
+  expired.socket().drop(CloseCodes.TOKEN_EXPIRED);
+  await expired.clock.advance(1000);
+  assert.equal(expired.events.error[0].code, 'token');
+  assert.equal(expired.events.error[0].fatal, false);
+  fail = false;
+  await expired.clock.advance(60_000);
+  assert.equal(expired.socket().params.token, 'later');
+
+  const revoked = await connected({
+    token: 'first',
+    getToken: async () => {
+      throw new Error('user logged out');
+    },
+  });
+  revoked.socket().drop(CloseCodes.TOKEN_REVOKED);
+  await revoked.clock.advance(60_000);
+  assert.equal(revoked.client.state, 'closed');
+  assert.equal(revoked.events.error.length, 1);
+  assert.equal(revoked.events.error[0].code, 'token_revoked');
+  assert.equal(revoked.events.error[0].fatal, true);
+  assert.match(revoked.events.error[0].message, /user logged out/);
+  assert.equal(revoked.WS.instances.length, 1);
+});
+
+test('4005 with a new token reconnects; 4006 asks once more and stops on the same token', async () => {
+  const tokens = ['t2', 't2'];
+  const { client, clock, WS, events, socket } = await connected({
+    token: 't1',
+    getToken: async () => tokens.shift(),
+  });
+  socket().drop(CloseCodes.TOKEN_REVOKED);
+  await clock.advance(60_000);
+  assert.equal(socket().params.token, 't2');
+  socket().welcome();
+  socket().drop(CloseCodes.REFRESH_REFUSED);
+  await clock.advance(60_000);
+  assert.equal(WS.instances.length, 2, 'the refused token is not tried again');
+  assert.equal(client.state, 'closed');
+  assert.equal(events.error[0].code, 'refresh_refused');
+  assert.equal(events.error[0].fatal, true);
+});
+
+// ---- token refresh -------------------------------------------------------------------
+
+/** An unsigned JWT-shaped token (the client reads `exp` without verifying). */
+function jwt(claims) {
+  const part = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
+  return `${part({ alg: 'HS256', typ: 'JWT' })}.${part({ sub: 'u1', ...claims })}.c2ln`;
+}
+
+test('tokenExpiry reads a JWT exp and nothing else', () => {
+  assert.equal(tokenExpiry(jwt({ exp: 1764090000 })), 1764090000);
+  assert.equal(tokenExpiry(jwt({ name: 'é' })), null);
+  assert.equal(tokenExpiry('tok'), null);
+  assert.equal(tokenExpiry('a.%%%.c'), null);
+});
+
+test('with getToken, a refresh frame goes out before the token expires and is repeated', async () => {
+  const first = jwt({ exp: 600 }); // expires at 600 s on the fake clock
+  const second = jwt({ exp: 1200 });
+  const third = jwt({ exp: 1800 });
+  const fresh = [second, third];
+  const { client, clock, events, socket } = await connected({
+    token: first,
+    getToken: async () => fresh.shift(),
+  });
+  await clock.advance(539_999);
+  assert.deepEqual(socket().frames(), []);
+  await clock.advance(1); // 60 s before expiry
+  assert.deepEqual(socket().frames(), [{ type: 'refresh', token: second }]);
+  socket().receive({ type: 'refreshed', expires_at: 1200 });
+  assert.deepEqual(events.refreshed, [{ expiresAt: 1200 }]);
+  await clock.advance(1_140_000 - 540_000 - 1);
+  assert.equal(socket().frames().length, 1);
+  await clock.advance(1);
+  assert.deepEqual(socket().frames().at(-1), { type: 'refresh', token: third });
+  // A reconnection uses the newest token.
+  socket().drop(1012);
+  await clock.advance(60_000);
+  assert.equal(socket().params.token, third);
+  assert.equal(client.state, 'connecting');
+});
+
+test('welcome.expires_at, when the server sends it, times the refresh', async () => {
+  const { client, clock, socket } = setup({ token: 'opaque', getToken: async () => 'next' });
+  client.connect();
+  await settle();
+  socket().open();
+  socket().receive({
+    type: 'welcome',
+    user: 'u1',
+    node: 'n1',
+    epochs: { user: 'e1' },
+    expires_at: 100,
+  });
+  await clock.advance(49_999); // half of the 100 s left (shorter than 2 x 60 s)
+  assert.deepEqual(socket().frames(), []);
+  await clock.advance(1);
+  assert.deepEqual(socket().frames(), [{ type: 'refresh', token: 'next' }]);
+});
+
+test('a failing getToken during refresh is reported and tried again; no refresh without getToken', async () => {
+  let calls = 0;
+  const { clock, events, socket } = await connected({
+    token: jwt({ exp: 600 }),
+    getToken: async () => {
+      calls++;
+      if (calls === 1) throw new Error('offline');
+      return 'next';
+    },
+  });
+  await clock.advance(540_000);
+  assert.equal(events.error[0].code, 'token');
+  assert.equal(events.error[0].fatal, false);
+  assert.deepEqual(socket().frames(), []);
+  await clock.advance(15_000);
+  assert.deepEqual(socket().frames(), [{ type: 'refresh', token: 'next' }]);
+
+  const same = jwt({ exp: 600 });
+  const cached = await connected({ token: same, getToken: async () => same });
+  await cached.clock.advance(540_000);
+  assert.match(cached.events.error[0].message, /the token in use/);
+  assert.deepEqual(cached.socket().frames(), []);
+
+  const plain = await connected({ token: jwt({ exp: 600 }) });
+  await plain.clock.advance(10 * 60_000);
+  assert.deepEqual(plain.socket().frames(), []);
+});
+
+test('a token living 30 days does not overflow the timer into an immediate refresh', async () => {
+  const { clock, socket } = await connected({
+    token: jwt({ exp: 30 * 86400 }),
+    getToken: async () => 'next',
+  });
+  await clock.advance(24 * 86400_000);
+  assert.deepEqual(socket().frames(), []);
+  await clock.advance(6 * 86400_000 - 60_000);
+  assert.deepEqual(socket().frames(), [{ type: 'refresh', token: 'next' }]);
+});
+
+test('getToken alone supplies the first token; an expired one is replaced before connecting', async () => {
+  const tokens = [jwt({ exp: 100 }), jwt({ exp: 10_000 })];
+  const { client, clock, WS, events, socket } = setup({
+    token: undefined,
+    getToken: async () => tokens.shift(),
+    minBackoffMs: 200_000,
+    maxBackoffMs: 200_000,
+  });
+  client.connect();
+  await settle();
+  assert.equal(tokenExpiry(socket().params.token), 100);
+  socket().refuse(); // the server is unreachable (the probe says 400)
+  await settle();
+  assert.equal(events.retry[0].delayMs, 100_000);
+  await clock.advance(99_999);
+  assert.equal(WS.instances.length, 1);
+  await clock.advance(1); // at the first token's exp: it is not offered again
+  assert.equal(WS.instances.length, 2);
+  assert.equal(tokenExpiry(socket().params.token), 10_000);
+});
+
+test('token and getToken are checked at construction', () => {
+  assert.throws(() => new HeraldClient({ url: 'ws://x/ws', getToken: 'nope' }), TypeError);
+  assert.throws(
+    () => new HeraldClient({ url: 'ws://x/ws', token: () => 't', getToken: async () => 't' }),
+    TypeError,
+  );
+  assert.ok(new HeraldClient({ url: 'ws://x/ws', getToken: async () => 't' }));
 });

@@ -165,7 +165,7 @@ test('demo page: send, receive, survive a server restart without loss or duplica
     await page.click('#connect');
     await stateIs(page, 'connected');
 
-    // 1. Through the page's own form.
+    // 1. Through the page's own form (HeraldClient.publish on its connection).
     await page.fill('#to', 'alice');
     await page.fill('#text', 'hello from the page');
     await page.click('#send:enabled');
@@ -200,6 +200,8 @@ test('demo page: send, receive, survive a server restart without loss or duplica
       ],
     );
     assert.match(items[0].text, /hello from the page/);
+    // The page published it through its connection: the server set `from`.
+    assert.match(items[0].text, /^#1alice: /);
     assert.match(items[1].text, /after the restart/);
     assert.deepEqual(
       await page.evaluate(() => window.heraldClient.positions()),
