@@ -2,8 +2,9 @@
 //!
 //! Services meet only through Kafka, Redis, MongoDB and HTTP. What they must
 //! agree on to do so lives here: the envelope that travels through the log,
-//! the naming of topics, keys and collections, the configuration flags, and
-//! three interfaces through which every service reaches the outside world:
+//! the naming of topics, keys and collections, the identity a token carries,
+//! the configuration (file, environment and flags), and three interfaces
+//! through which every service reaches the outside world:
 //!
 //! * [`log::Log`]: an ordered, partitioned, durable log (Kafka);
 //! * [`routes::RouteRegistry`]: which node holds which user (Redis);
@@ -16,6 +17,7 @@
 pub mod config;
 pub mod envelope;
 pub mod http;
+pub mod identity;
 pub mod kafka;
 pub mod log;
 pub mod metrics;

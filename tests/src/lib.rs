@@ -39,6 +39,11 @@ fn target_dir() -> PathBuf {
         .to_path_buf()
 }
 
+/// The path of a built program (`herald-collector`...) beside the tests.
+pub fn program(name: &str) -> PathBuf {
+    target_dir().join(name)
+}
+
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -128,7 +133,7 @@ impl Process {
 
     fn spawn(&mut self) -> Result<()> {
         let log = File::options().create(true).append(true).open(&self.log)?;
-        let mut command = Command::new(target_dir().join(self.service.binary()));
+        let mut command = Command::new(program(self.service.binary()));
         command
             .args(&self.args)
             .env("RUST_LOG", "info,rdkafka=warn")
