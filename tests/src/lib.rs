@@ -208,6 +208,9 @@ pub struct Topology {
     pub route_ttl_secs: u64,
     /// Extra `KEY=VALUE` environment of the collectors.
     pub collector_env: Vec<(String, String)>,
+    /// Extra `KEY=VALUE` environment of every service (of `herald
+    /// standalone` too).
+    pub env: Vec<(String, String)>,
     pub send_queue: usize,
     /// Server addresses, when a test runs its own (see [`servers`]).
     pub kafka: String,
@@ -223,6 +226,7 @@ impl Default for Topology {
             pushers: 2,
             route_ttl_secs: 30,
             collector_env: Vec::new(),
+            env: Vec::new(),
             send_queue: 256,
             kafka: KAFKA.to_string(),
             redis: REDIS.to_string(),
@@ -269,7 +273,7 @@ impl Cluster {
         if standalone_mode() {
             return Self::start_standalone(namespace, logs, topology).await;
         }
-        let common_env = vec![
+        let mut common_env = vec![
             ("HERALD_NAMESPACE".to_string(), namespace.clone()),
             ("HERALD_API_KEY".to_string(), API_KEY.to_string()),
             ("HERALD_JWT_SECRET".to_string(), JWT_SECRET.to_string()),
@@ -281,6 +285,7 @@ impl Cluster {
             ("HERALD_PARTITIONS".to_string(), "4".to_string()),
             ("HERALD_OUTBOX_GRACE_MS".to_string(), "1000".to_string()),
         ];
+        common_env.extend(topology.env.clone());
         let make = |service: Service,
                     name: String,
                     extra_args: Vec<String>,
@@ -383,10 +388,13 @@ impl Cluster {
                 "--data-dir".into(),
                 data.display().to_string(),
             ],
-            envs: vec![
+            envs: [
                 ("HERALD_API_KEY".into(), API_KEY.into()),
                 ("HERALD_JWT_SECRET".into(), JWT_SECRET.into()),
-            ],
+            ]
+            .into_iter()
+            .chain(topology.env.clone())
+            .collect(),
             log: logs.join("standalone.log"),
             child: None,
         };
