@@ -1,6 +1,6 @@
 //! authsvc's settings: the `[authsvc]` section and `[limits]`.
 
-use herald_common::config::{LimitsFlags, Secret, Settings, required};
+use herald_common::config::{ApiKeyFlag, LimitsFlags, Secret, Settings, required};
 use herald_common::envelope::Limits;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -43,9 +43,9 @@ pub struct Flags {
     #[arg(long, env = "HERALD_AUTH_ADDR")]
     pub addr: Option<SocketAddr>,
 
-    /// API key required to mint tokens.
-    #[arg(long, env = "HERALD_API_KEY", hide_env_values = true)]
-    pub api_key: Option<String>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub api_key: ApiKeyFlag,
 
     /// HMAC secret that signs tokens (share it with backends that mint their own).
     #[arg(long, env = "HERALD_JWT_SECRET", hide_env_values = true)]
@@ -69,13 +69,7 @@ impl Settings for Config {
     type Flags = Flags;
 
     fn check(&self) -> Result<(), String> {
-        if self.api_key.is_empty() {
-            return Err(required(
-                Self::SECTION,
-                "api_key",
-                "--api-key or HERALD_API_KEY",
-            ));
-        }
+        ApiKeyFlag::require(Self::SECTION, &self.api_key)?;
         if self.jwt_secret.is_empty() {
             return Err(required(
                 Self::SECTION,

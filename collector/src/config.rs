@@ -1,7 +1,7 @@
 //! The collector's settings: the `[collector]` section, `[infra]` and
 //! `[limits]`.
 
-use herald_common::config::{Infra, InfraFlags, LimitsFlags, Secret, Settings, required};
+use herald_common::config::{ApiKeyFlag, Infra, InfraFlags, LimitsFlags, Secret, Settings};
 use herald_common::envelope::Limits;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -50,9 +50,9 @@ pub struct Flags {
     #[arg(long, env = "HERALD_COLLECTOR_ADDR")]
     pub addr: Option<SocketAddr>,
 
-    /// API key business systems present.
-    #[arg(long, env = "HERALD_API_KEY", hide_env_values = true)]
-    pub api_key: Option<String>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub api_key: ApiKeyFlag,
 
     /// Largest accepted request body (a batch), bytes.
     #[arg(long, env = "HERALD_MAX_BODY_BYTES")]
@@ -86,13 +86,6 @@ impl Settings for Config {
     type Flags = Flags;
 
     fn check(&self) -> Result<(), String> {
-        if self.api_key.is_empty() {
-            return Err(required(
-                Self::SECTION,
-                "api_key",
-                "--api-key or HERALD_API_KEY",
-            ));
-        }
-        Ok(())
+        ApiKeyFlag::require(Self::SECTION, &self.api_key)
     }
 }

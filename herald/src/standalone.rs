@@ -4,7 +4,7 @@
 use anyhow::Context;
 use axum::Json;
 use axum::routing::get;
-use herald_common::config::{Cli, Secret, Settings, environment, file_layout, load};
+use herald_common::config::{ApiKeyFlag, Cli, Secret, Settings, environment, file_layout, load};
 use herald_common::http::Service;
 use herald_common::log::Log;
 use herald_common::routes::RouteRegistry;
@@ -64,9 +64,10 @@ pub struct Flags {
           default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
     demo: Option<bool>,
 
-    /// The API key (else the one kept in the data directory).
-    #[arg(long, env = "HERALD_API_KEY", hide_env_values = true)]
-    api_key: Option<String>,
+    // Unset, the key kept in the data directory.
+    #[command(flatten)]
+    #[serde(flatten)]
+    api_key: ApiKeyFlag,
 
     /// The token secret (else the one kept in the data directory).
     #[arg(long, env = "HERALD_JWT_SECRET", hide_env_values = true)]

@@ -14,12 +14,14 @@
 //! overrides. clap already ranks a flag over its environment variable; what
 //! either gave is merged over the file by [`load`].
 
+mod api_key;
 mod cli;
 mod infra;
 mod layers;
 mod limits;
 mod secret;
 
+pub use api_key::ApiKeyFlag;
 pub use cli::{Cli, environment};
 pub use infra::{Infra, InfraFlags};
 pub use layers::{file_layout, load};
