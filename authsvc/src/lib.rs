@@ -4,45 +4,24 @@
 //! backend holding that secret can mint tokens itself without calling here.
 //! Pushers call `POST /v1/verify` for every handshake.
 
+mod config;
 pub mod jwt;
+
+pub use config::{Config, Flags};
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
-use clap::Args;
-use herald_common::envelope::{Limits, valid_user_id};
+use herald_common::config::Secret;
+use herald_common::envelope::valid_user_id;
 use herald_common::http::{ApiError, Service, require_api_key};
+use herald_common::identity::Identity;
 use herald_common::time::now_secs;
-use jwt::Claims;
+use jwt::{Claims, TokenError};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::net::SocketAddr;
 use std::sync::Arc;
-
-/// authsvc's configuration.
-#[derive(Args, Clone, Debug)]
-pub struct Config {
-    /// Address to listen on.
-    #[arg(long, env = "HERALD_AUTH_ADDR", default_value = "127.0.0.1:7001")]
-    pub addr: SocketAddr,
-
-    /// API key required to mint tokens.
-    #[arg(long, env = "HERALD_API_KEY", hide_env_values = true)]
-    pub api_key: String,
-
-    /// HMAC secret that signs tokens (share it with backends that mint their own).
-    #[arg(long, env = "HERALD_JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: String,
-
-    /// Lifetime of a token when the request names none.
-    #[arg(long, env = "HERALD_TOKEN_TTL_SECS", default_value_t = 3600)]
-    pub default_ttl_secs: i64,
-
-    /// Longest lifetime a token may be given.
-    #[arg(long, env = "HERALD_TOKEN_MAX_TTL_SECS", default_value_t = 30 * 24 * 3600)]
-    pub max_ttl_secs: i64,
-}
 
 struct AuthState {
     config: Config,
@@ -90,10 +69,11 @@ async fn issue(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     require_api_key(&headers, &state.config.api_key)?;
     let request: IssueRequest = parse_json(&body)?;
-    if !valid_user_id(&request.user_id, &Limits::default()) {
-        return Err(ApiError::bad_request(
-            "`user_id` must be 1 to 256 bytes without whitespace or control characters",
-        ));
+    if !valid_user_id(&request.user_id, &state.config.limits) {
+        return Err(ApiError::bad_request(format!(
+            "`user_id` must be 1 to {} bytes without whitespace or control characters",
+            state.config.limits.max_id_bytes
+        )));
     }
     let ttl = request.ttl_secs.unwrap_or(state.config.default_ttl_secs);
     if ttl <= 0 || ttl > state.config.max_ttl_secs {
@@ -111,7 +91,7 @@ async fn issue(
         publish: request.publish,
         direct: request.direct,
     };
-    let token = jwt::sign(&claims, state.config.jwt_secret.as_bytes());
+    let token = jwt::sign(&claims, state.config.jwt_secret.expose().as_bytes());
     Ok((
         StatusCode::CREATED,
         Json(json!({"token": token, "expires_at": claims.exp})),
@@ -126,19 +106,56 @@ struct VerifyRequest {
 async fn verify(
     State(state): State<Arc<AuthState>>,
     body: bytes::Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Identity>, ApiError> {
     let request: VerifyRequest = parse_json(&body)?;
-    let claims = jwt::verify(
-        &request.token,
-        state.config.jwt_secret.as_bytes(),
-        now_secs(),
-    )
-    .map_err(|e| ApiError::unauthorized(e.to_string()))?;
-    Ok(Json(json!({
-        "user_id": claims.sub,
-        "expires_at": claims.exp,
-        "topics": claims.topics,
-        "publish": claims.publish,
-        "direct": claims.direct,
-    })))
+    let identity = verify_token(&request.token, &state.config.jwt_secret, now_secs())
+        .map_err(|e| ApiError::unauthorized(e.to_string()))?;
+    Ok(Json(identity))
+}
+
+/// Who `token` says its holder is, if it is signed with `secret` and unexpired
+/// at `now` (unix seconds): the answer of `POST /v1/verify`, and of the
+/// in-process check `herald standalone` makes instead.
+pub fn verify_token(token: &str, secret: &Secret, now: i64) -> Result<Identity, TokenError> {
+    let claims = jwt::verify(token, secret.expose().as_bytes(), now)?;
+    Ok(Identity {
+        user_id: claims.sub,
+        expires_at: claims.exp,
+        topics: claims.topics,
+        publish: claims.publish,
+        direct: claims.direct,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_verifies_to_the_identity_its_claims_name() {
+        let secret = Secret::from("s");
+        let claims = Claims {
+            sub: "u1".into(),
+            iat: 100,
+            exp: 200,
+            topics: vec!["match-*".into()],
+            publish: vec!["chat".into()],
+            direct: true,
+        };
+        let token = jwt::sign(&claims, b"s");
+        assert_eq!(
+            verify_token(&token, &secret, 150),
+            Ok(Identity {
+                user_id: "u1".into(),
+                expires_at: 200,
+                topics: vec!["match-*".into()],
+                publish: vec!["chat".into()],
+                direct: true,
+            })
+        );
+        assert_eq!(
+            verify_token(&token, &Secret::from("other"), 150),
+            Err(TokenError::BadSignature)
+        );
+    }
 }

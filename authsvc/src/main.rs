@@ -1,17 +1,17 @@
-//! The `herald-authsvc` binary: configuration from flags and environment, then
-//! [`authsvc::run`].
+//! The `herald-authsvc` binary: configuration from its file, environment and
+//! flags, then [`authsvc::run`].
 
 use clap::Parser;
 
 #[derive(Parser)]
 #[command(name = "herald-authsvc", about = "Herald's token service")]
-struct Cli {
+struct Main {
     #[command(flatten)]
-    config: authsvc::Config,
+    cli: herald_common::config::Cli<authsvc::Config>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     herald_common::telemetry::init();
-    authsvc::run(Cli::parse().config).await
+    Main::parse().cli.run(authsvc::run).await
 }

@@ -8,7 +8,7 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::future::join_all;
-use herald_common::config::InfraArgs;
+use herald_common::config::Infra;
 use herald_common::log::{
     Log, LogConsumer, LogError, OutgoingRecord, Record, StartAt, commit_positions,
 };
@@ -38,9 +38,9 @@ pub struct KafkaConfig {
     pub replication: i32,
 }
 
-impl From<&InfraArgs> for KafkaConfig {
+impl From<&Infra> for KafkaConfig {
     /// The broker flags every cluster service takes.
-    fn from(infra: &InfraArgs) -> Self {
+    fn from(infra: &Infra) -> Self {
         Self {
             brokers: infra.kafka_brokers.clone(),
             timeout: Duration::from_millis(infra.kafka_timeout_ms),

@@ -69,7 +69,7 @@ async fn submit_one(
         (|| {
             require_api_key(&headers, &c.config.api_key)?;
             let body = body.map_err(body_error)?;
-            Submission::parse(&body, &c.limits).map_err(invalid)
+            Submission::parse(&body, &c.config.limits).map_err(invalid)
         })(),
     )?;
     let appended = c
@@ -91,7 +91,7 @@ async fn submit_batch(
         (|| {
             require_api_key(&headers, &c.config.api_key)?;
             let body = body.map_err(body_error)?;
-            let batch = Submission::parse_batch(&body, &c.limits).map_err(invalid)?;
+            let batch = Submission::parse_batch(&body, &c.config.limits).map_err(invalid)?;
             if batch.is_empty() {
                 return Err(ApiError::bad_request("the batch is empty"));
             }
@@ -170,7 +170,7 @@ async fn read_stream(
         &c,
         (|| {
             require_api_key(&headers, &c.config.api_key)?;
-            if !valid_user_id(&user, &c.limits) {
+            if !valid_user_id(&user, &c.config.limits) {
                 return Err(ApiError::bad_request("invalid user id"));
             }
             query.map_err(|e| ApiError::bad_request(e.body_text()))

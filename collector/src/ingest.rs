@@ -50,7 +50,7 @@ pub async fn run(collector: Arc<Collector>, log: Arc<dyn Log>) {
         };
         let mut messages = Vec::with_capacity(records.len());
         for r in &records {
-            match Submission::parse(&r.value, &collector.limits) {
+            match Submission::parse(&r.value, &collector.config.limits) {
                 Ok(mut s) => {
                     // A record consumed twice (crash before commit) must not
                     // be stored twice: without a key of its own, its log

@@ -7,6 +7,7 @@
 //! unpublished in the store, and the outbox publishes it later: acceptance is
 //! the store's word, never the log's.
 
+mod config;
 mod http;
 mod ingest;
 mod metrics;
@@ -14,69 +15,20 @@ mod outbox;
 mod publisher;
 mod writer;
 
-use clap::Args;
 use herald_cluster::{KafkaConfig, KafkaLog, MongoStore};
-use herald_common::config::InfraArgs;
-use herald_common::envelope::Limits;
 use herald_common::http::Service;
 use herald_common::log::Log;
 use herald_common::store::MessageStore;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
+pub use config::{Config, Flags};
 pub use metrics::Metrics;
-
-/// collector's configuration.
-#[derive(Args, Clone, Debug)]
-pub struct Config {
-    /// Address of the HTTP API.
-    #[arg(long, env = "HERALD_COLLECTOR_ADDR", default_value = "127.0.0.1:7002")]
-    pub addr: SocketAddr,
-
-    #[command(flatten)]
-    pub infra: InfraArgs,
-
-    /// API key business systems present.
-    #[arg(long, env = "HERALD_API_KEY", hide_env_values = true)]
-    pub api_key: String,
-
-    /// Largest accepted payload, bytes of JSON text.
-    #[arg(long, env = "HERALD_MAX_PAYLOAD_BYTES", default_value_t = 64 * 1024)]
-    pub max_payload_bytes: usize,
-
-    /// Largest accepted request body (a batch), bytes.
-    #[arg(long, env = "HERALD_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
-    pub max_body_bytes: usize,
-
-    /// How long an unpublished message waits before the outbox publishes it.
-    #[arg(long, env = "HERALD_OUTBOX_GRACE_MS", default_value_t = 3000)]
-    pub outbox_grace_ms: u64,
-
-    /// Do not consume the ingest topic (HTTP only).
-    #[arg(long, env = "HERALD_NO_INGEST")]
-    pub no_ingest: bool,
-
-    /// Test hook: exit abruptly after storing a message and before publishing
-    /// it, as a crash at the worst moment would.
-    #[arg(long, env = "HERALD_FAULT_CRASH_AFTER_STORE", hide = true)]
-    pub fault_crash_after_store: bool,
-}
-
-impl Config {
-    fn limits(&self) -> Limits {
-        Limits {
-            max_payload_bytes: self.max_payload_bytes,
-            ..Limits::default()
-        }
-    }
-}
 
 /// Everything the collector's tasks share.
 pub(crate) struct Collector {
     config: Config,
-    limits: Limits,
     store: Arc<dyn MessageStore>,
     writer: writer::WriterHandle,
     metrics: Arc<Metrics>,
@@ -135,7 +87,6 @@ pub fn start(config: Config, store: Arc<dyn MessageStore>, log: Arc<dyn Log>) ->
         config.fault_crash_after_store,
     );
     let collector = Arc::new(Collector {
-        limits: config.limits(),
         config: config.clone(),
         store: store.clone(),
         writer,

@@ -1,17 +1,17 @@
-//! The `herald-collector` binary: configuration from flags and environment,
-//! then [`collector::run`].
+//! The `herald-collector` binary: configuration from its file, environment and
+//! flags, then [`collector::run`].
 
 use clap::Parser;
 
 #[derive(Parser)]
 #[command(name = "herald-collector", about = "Herald's ingestion service")]
-struct Cli {
+struct Main {
     #[command(flatten)]
-    config: collector::Config,
+    cli: herald_common::config::Cli<collector::Config>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     herald_common::telemetry::init();
-    collector::run(Cli::parse().config).await
+    Main::parse().cli.run(collector::run).await
 }

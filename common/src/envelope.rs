@@ -10,8 +10,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::collections::BTreeSet;
 
-/// Limits applied to every submission, whichever path it came by.
-#[derive(Clone, Debug)]
+/// Limits applied to every submission, whichever path it came by: the
+/// `[limits]` configuration section, read by every service that checks a
+/// submission (the collector, and the pusher for client publishes) so that
+/// they agree.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Largest accepted `payload`, in bytes of its JSON text.
     pub max_payload_bytes: usize,
@@ -20,9 +24,9 @@ pub struct Limits {
     /// Longest accepted user id or idempotency key, in bytes.
     pub max_id_bytes: usize,
     /// Longest retention a submission may ask for.
-    pub max_ttl_secs: u64,
+    pub max_message_ttl_secs: u64,
     /// Retention when a submission names none.
-    pub default_ttl_secs: u64,
+    pub default_message_ttl_secs: u64,
 }
 
 impl Default for Limits {
@@ -31,8 +35,8 @@ impl Default for Limits {
             max_payload_bytes: 64 * 1024,
             max_recipients: 10_000,
             max_id_bytes: 256,
-            max_ttl_secs: 90 * 24 * 3600,
-            default_ttl_secs: 7 * 24 * 3600,
+            max_message_ttl_secs: 90 * 24 * 3600,
+            default_message_ttl_secs: 7 * 24 * 3600,
         }
     }
 }
@@ -191,9 +195,9 @@ impl Submission {
         {
             return Err(Invalid::BadKey(limits.max_id_bytes));
         }
-        let ttl_secs = wire.ttl_secs.unwrap_or(limits.default_ttl_secs);
-        if ttl_secs == 0 || ttl_secs > limits.max_ttl_secs {
-            return Err(Invalid::BadTtl(limits.max_ttl_secs));
+        let ttl_secs = wire.ttl_secs.unwrap_or(limits.default_message_ttl_secs);
+        if ttl_secs == 0 || ttl_secs > limits.max_message_ttl_secs {
+            return Err(Invalid::BadTtl(limits.max_message_ttl_secs));
         }
         if let Some(from) = &wire.from
             && !valid_user_id(from, limits)

@@ -1,6 +1,7 @@
 //! The HTTP conventions every Herald endpoint shares: one error shape, one way
 //! to read a bearer credential, one readiness endpoint.
 
+use crate::config::Secret;
 use axum::Json;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -71,9 +72,9 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Refuses a request whose bearer credential is not the API key.
-pub fn require_api_key(headers: &HeaderMap, api_key: &str) -> Result<(), ApiError> {
+pub fn require_api_key(headers: &HeaderMap, api_key: &Secret) -> Result<(), ApiError> {
     match bearer(headers) {
-        Some(given) if constant_time_eq(given.as_bytes(), api_key.as_bytes()) => Ok(()),
+        Some(given) if constant_time_eq(given.as_bytes(), api_key.expose().as_bytes()) => Ok(()),
         Some(_) => Err(ApiError::unauthorized("wrong API key")),
         None => Err(ApiError::unauthorized(
             "missing `Authorization: Bearer <api key>` header",
@@ -198,19 +199,19 @@ mod tests {
     fn api_key_check_distinguishes_missing_from_wrong() {
         let mut h = HeaderMap::new();
         assert!(
-            require_api_key(&h, "k")
+            require_api_key(&h, &Secret::from("k"))
                 .unwrap_err()
                 .message
                 .contains("missing")
         );
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
         assert!(
-            require_api_key(&h, "k")
+            require_api_key(&h, &Secret::from("k"))
                 .unwrap_err()
                 .message
                 .contains("wrong")
         );
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer k"));
-        assert!(require_api_key(&h, "k").is_ok());
+        assert!(require_api_key(&h, &Secret::from("k")).is_ok());
     }
 }

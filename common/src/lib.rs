@@ -3,8 +3,9 @@
 //! Services meet only through the log, the route registry, the message store
 //! and HTTP. What they must agree on to do so lives here: the envelope that
 //! travels through the log, the naming of topics, keys and collections, the
-//! configuration flags, the HTTP conventions, and the three interfaces
-//! (ports) through which every service reaches the outside world:
+//! identity a token carries, the configuration (file, environment and
+//! flags), the HTTP conventions, and the three interfaces (ports) through
+//! which every service reaches the outside world:
 //!
 //! * [`log::Log`]: an ordered, partitioned, durable log (Kafka);
 //! * [`routes::RouteRegistry`]: which node follows which stream (Redis);
@@ -21,6 +22,7 @@ pub mod config;
 pub mod envelope;
 pub mod error;
 pub mod http;
+pub mod identity;
 pub mod log;
 pub mod metrics;
 pub mod names;

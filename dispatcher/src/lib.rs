@@ -8,12 +8,11 @@
 //! acknowledged. A recipient without a route is offline: nothing is sent, and
 //! the message waits in the store for replay.
 
+mod config;
 mod metrics;
 
 use axum::Router;
-use clap::Args;
 use herald_cluster::{KafkaConfig, KafkaLog, RedisRoutes};
-use herald_common::config::InfraArgs;
 use herald_common::envelope::{ALL_STREAM, Event, stream_user};
 use herald_common::http::Service;
 use herald_common::log::{Log, LogConsumer, OutgoingRecord, Record, StartAt};
@@ -21,25 +20,11 @@ use herald_common::names::Names;
 use herald_common::routes::RouteRegistry;
 use metrics::Metrics;
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// dispatcher's configuration.
-#[derive(Args, Clone, Debug)]
-pub struct Config {
-    /// Address of the health and metrics endpoints.
-    #[arg(long, env = "HERALD_DISPATCHER_ADDR", default_value = "127.0.0.1:7003")]
-    pub addr: SocketAddr,
-
-    #[command(flatten)]
-    pub infra: InfraArgs,
-
-    /// Most events routed per batch (one registry round trip each).
-    #[arg(long, env = "HERALD_DISPATCH_BATCH", default_value_t = 500)]
-    pub batch: usize,
-}
+pub use config::{Config, Flags};
 
 /// Publishes attempted for one record before it is given up (it stays in the
 /// store; its recipient gets it by replay).

@@ -1,17 +1,17 @@
-//! The `herald-dispatcher` binary: configuration from flags and environment,
-//! then [`dispatcher::run`].
+//! The `herald-dispatcher` binary: configuration from its file, environment and
+//! flags, then [`dispatcher::run`].
 
 use clap::Parser;
 
 #[derive(Parser)]
 #[command(name = "herald-dispatcher", about = "Herald's router")]
-struct Cli {
+struct Main {
     #[command(flatten)]
-    config: dispatcher::Config,
+    cli: herald_common::config::Cli<dispatcher::Config>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     herald_common::telemetry::init();
-    dispatcher::run(Cli::parse().config).await
+    Main::parse().cli.run(dispatcher::run).await
 }

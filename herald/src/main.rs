@@ -8,6 +8,7 @@
 mod standalone;
 
 use clap::{Parser, Subcommand};
+use herald_common::config::Cli as Program;
 
 #[derive(Parser)]
 #[command(name = "herald", about = "Herald: a WebSocket push cluster", version)]
@@ -19,25 +20,25 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Everything in one process on one port, no Kafka, Redis or MongoDB.
-    Standalone(standalone::Args),
+    Standalone(Program<standalone::Config>),
     /// The token service.
-    Authsvc(authsvc::Config),
+    Authsvc(Program<authsvc::Config>),
     /// The ingestion service.
-    Collector(collector::Config),
+    Collector(Program<collector::Config>),
     /// The router.
-    Dispatcher(dispatcher::Config),
+    Dispatcher(Program<dispatcher::Config>),
     /// A push node.
-    Pusher(pusher::Config),
+    Pusher(Program<pusher::Config>),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     herald_common::telemetry::init();
     match Cli::parse().command {
-        Command::Standalone(args) => standalone::run(args).await,
-        Command::Authsvc(config) => authsvc::run(config).await,
-        Command::Collector(config) => collector::run(config).await,
-        Command::Dispatcher(config) => dispatcher::run(config).await,
-        Command::Pusher(config) => pusher::run(config).await,
+        Command::Standalone(cli) => standalone::run(cli).await,
+        Command::Authsvc(cli) => cli.run(authsvc::run).await,
+        Command::Collector(cli) => cli.run(collector::run).await,
+        Command::Dispatcher(cli) => cli.run(dispatcher::run).await,
+        Command::Pusher(cli) => cli.run(pusher::run).await,
     }
 }

@@ -2,21 +2,10 @@
 //! answer is the only identity the pusher trusts.
 
 use reqwest::StatusCode;
-use serde::Deserialize;
 use std::time::Duration;
 
-/// Who a verified token says the client is, and what it may do.
-#[derive(Clone, Debug, Deserialize)]
-pub struct Identity {
-    pub user_id: String,
-    pub expires_at: i64,
-    #[serde(default)]
-    pub topics: Vec<String>,
-    #[serde(default)]
-    pub publish: Vec<String>,
-    #[serde(default)]
-    pub direct: bool,
-}
+/// authsvc's answer, in the shared vocabulary (connections name it here).
+pub use herald_common::identity::Identity;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {

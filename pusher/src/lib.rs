@@ -4,6 +4,7 @@
 //! whatever a connection missed.
 
 pub mod auth;
+mod config;
 mod connection;
 mod frames;
 mod hub;
@@ -20,9 +21,7 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use clap::Args;
 use herald_cluster::{KafkaConfig, KafkaLog, MongoStore, RedisRoutes};
-use herald_common::config::InfraArgs;
 use herald_common::http::{ApiError, Service, bearer, shutdown_signal};
 use herald_common::log::{Log, StartAt};
 use herald_common::routes::RouteRegistry;
@@ -31,49 +30,13 @@ use hub::Hub;
 use progress::Progress;
 use registration::{Leases, Registrar};
 use serde::Deserialize;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+pub use config::{Config, Flags};
 pub use connection::close;
-
-/// pusher's configuration.
-#[derive(Args, Clone, Debug)]
-pub struct Config {
-    /// Address of the WebSocket endpoint (`/ws`) and health endpoints.
-    #[arg(long, env = "HERALD_PUSHER_ADDR", default_value = "127.0.0.1:7010")]
-    pub addr: SocketAddr,
-
-    /// This node's unique id: its topic is `<namespace>.node.<node_id>`.
-    #[arg(long, env = "HERALD_NODE_ID")]
-    pub node_id: String,
-
-    /// Base URL of authsvc.
-    #[arg(long, env = "HERALD_AUTH_URL", default_value = "http://127.0.0.1:7001")]
-    pub auth_url: String,
-
-    #[command(flatten)]
-    pub infra: InfraArgs,
-
-    /// Frames a connection may have queued before it counts as too slow and
-    /// is closed (code 4001).
-    #[arg(long, env = "HERALD_SEND_QUEUE", default_value_t = 256)]
-    pub send_queue: usize,
-
-    /// Lease of routes and node liveness in the registry, seconds.
-    #[arg(long, env = "HERALD_ROUTE_TTL_SECS", default_value_t = 30)]
-    pub route_ttl_secs: u64,
-
-    /// Serve the demo page at `/`.
-    #[arg(long, env = "HERALD_DEMO_PAGE")]
-    pub demo_page: bool,
-
-    /// Largest frame a client may send, bytes.
-    #[arg(long, env = "HERALD_MAX_CLIENT_FRAME", default_value_t = 64 * 1024)]
-    pub max_client_frame: usize,
-}
 
 /// Everything a connection needs from its node.
 pub(crate) struct Node {
@@ -157,7 +120,7 @@ pub async fn start(
         auth: verifier,
         log: log.clone(),
         ingest_topic: names.ingest_topic(),
-        limits: herald_common::envelope::Limits::default(),
+        limits: config.limits.clone(),
         config: config.clone(),
         hub: hub.clone(),
         registrar,

@@ -1,17 +1,17 @@
-//! The `herald-pusher` binary: configuration from flags and environment, then
-//! [`pusher::run`].
+//! The `herald-pusher` binary: configuration from its file, environment and
+//! flags, then [`pusher::run`].
 
 use clap::Parser;
 
 #[derive(Parser)]
 #[command(name = "herald-pusher", about = "Herald's push node")]
-struct Cli {
+struct Main {
     #[command(flatten)]
-    config: pusher::Config,
+    cli: herald_common::config::Cli<pusher::Config>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     herald_common::telemetry::init();
-    pusher::run(Cli::parse().config).await
+    Main::parse().cli.run(pusher::run).await
 }

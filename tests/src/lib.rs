@@ -39,6 +39,11 @@ fn target_dir() -> PathBuf {
         .to_path_buf()
 }
 
+/// The path of a built program (`herald-collector`...) beside the tests.
+pub fn program(name: &str) -> PathBuf {
+    target_dir().join(name)
+}
+
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -128,7 +133,7 @@ impl Process {
 
     fn spawn(&mut self) -> Result<()> {
         let log = File::options().create(true).append(true).open(&self.log)?;
-        let mut command = Command::new(target_dir().join(self.service.binary()));
+        let mut command = Command::new(program(self.service.binary()));
         command
             .args(&self.args)
             .env("RUST_LOG", "info,rdkafka=warn")
@@ -203,6 +208,9 @@ pub struct Topology {
     pub route_ttl_secs: u64,
     /// Extra `KEY=VALUE` environment of the collectors.
     pub collector_env: Vec<(String, String)>,
+    /// Extra `KEY=VALUE` environment of every service (of `herald
+    /// standalone` too).
+    pub env: Vec<(String, String)>,
     pub send_queue: usize,
     /// Server addresses, when a test runs its own (see [`servers`]).
     pub kafka: String,
@@ -218,6 +226,7 @@ impl Default for Topology {
             pushers: 2,
             route_ttl_secs: 30,
             collector_env: Vec::new(),
+            env: Vec::new(),
             send_queue: 256,
             kafka: KAFKA.to_string(),
             redis: REDIS.to_string(),
@@ -264,7 +273,7 @@ impl Cluster {
         if standalone_mode() {
             return Self::start_standalone(namespace, logs, topology).await;
         }
-        let common_env = vec![
+        let mut common_env = vec![
             ("HERALD_NAMESPACE".to_string(), namespace.clone()),
             ("HERALD_API_KEY".to_string(), API_KEY.to_string()),
             ("HERALD_JWT_SECRET".to_string(), JWT_SECRET.to_string()),
@@ -276,6 +285,7 @@ impl Cluster {
             ("HERALD_PARTITIONS".to_string(), "4".to_string()),
             ("HERALD_OUTBOX_GRACE_MS".to_string(), "1000".to_string()),
         ];
+        common_env.extend(topology.env.clone());
         let make = |service: Service,
                     name: String,
                     extra_args: Vec<String>,
@@ -378,10 +388,13 @@ impl Cluster {
                 "--data-dir".into(),
                 data.display().to_string(),
             ],
-            envs: vec![
+            envs: [
                 ("HERALD_API_KEY".into(), API_KEY.into()),
                 ("HERALD_JWT_SECRET".into(), JWT_SECRET.into()),
-            ],
+            ]
+            .into_iter()
+            .chain(topology.env.clone())
+            .collect(),
             log: logs.join("standalone.log"),
             child: None,
         };

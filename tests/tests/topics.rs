@@ -251,6 +251,44 @@ async fn a_client_publishes_to_a_topic_and_to_a_user_within_its_claims() -> Resu
 }
 
 #[tokio::test]
+async fn a_client_publish_is_checked_against_the_limits_the_collector_applies() -> Result<()> {
+    // One [limits] setting for every service: the pusher refuses at once
+    // what the collector would refuse later, after `published`.
+    let topology = Topology {
+        env: vec![("HERALD_MAX_PAYLOAD_BYTES".into(), "100".into())],
+        ..Topology::default()
+    };
+    let cluster = Cluster::start("publish-limits", topology).await?;
+    let mut sender = connect_with_claims(
+        &cluster,
+        0,
+        json!({"user_id": "rae", "publish": ["room-*"]}),
+    )
+    .await?;
+    let mut listener = subscriber(&cluster, 0, "sal", "room-1", None).await?;
+
+    let big = "x".repeat(200);
+    sender
+        .send_json(
+            json!({"type": "publish", "to": {"topic": "room-1"}, "payload": big, "key": "big"}),
+        )
+        .await?;
+    let refused = sender.next_frame().await?;
+    assert_eq!(refused["code"], "bad_message", "{refused}");
+
+    let small = "y".repeat(50);
+    sender
+        .send_json(
+            json!({"type": "publish", "to": {"topic": "room-1"}, "payload": small, "key": "small"}),
+        )
+        .await?;
+    assert_eq!(sender.next_frame().await?["type"], "published");
+    let got = listener.next_msg().await?;
+    assert_eq!(got["payload"], json!(small), "only the small one arrives");
+    Ok(())
+}
+
+#[tokio::test]
 async fn topic_subscribers_of_a_killed_pusher_resume_on_the_other_without_loss() -> Result<()> {
     if skip_in_standalone("two nodes") {
         return Ok(());

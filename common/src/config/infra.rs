@@ -1,0 +1,79 @@
+//! The `[infra]` section: where the shared servers are and how names are
+//! derived. The collector, dispatcher and pusher read it; they must agree on
+//! it to find each other's data.
+
+use crate::names::Names;
+use serde::{Deserialize, Serialize};
+
+/// Where the shared infrastructure is and how names are derived.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Infra {
+    /// Prefix of every topic, Redis key and the MongoDB database name.
+    pub namespace: String,
+    /// Kafka bootstrap servers, comma separated.
+    pub kafka_brokers: String,
+    /// How long a publish may wait for the broker before it counts as failed.
+    pub kafka_timeout_ms: u64,
+    /// Replication factor of topics a service creates (1 for a single broker).
+    pub kafka_replication: i32,
+    /// Partitions of the ingest and events topics when a service creates them.
+    pub partitions: i32,
+    /// Redis URL (route registry).
+    pub redis_url: String,
+    /// MongoDB connection string (message store).
+    pub mongo_uri: String,
+}
+
+impl Default for Infra {
+    fn default() -> Self {
+        Self {
+            namespace: "herald".into(),
+            kafka_brokers: "127.0.0.1:9092".into(),
+            kafka_timeout_ms: 10_000,
+            kafka_replication: 1,
+            partitions: 8,
+            redis_url: "redis://127.0.0.1:6379/".into(),
+            mongo_uri: "mongodb://127.0.0.1:27017/?directConnection=true".into(),
+        }
+    }
+}
+
+impl Infra {
+    pub fn names(&self) -> Names {
+        Names::new(self.namespace.clone())
+    }
+}
+
+/// The `[infra]` flags, each with its environment variable. Unset ones leave
+/// the file's (or the default) value.
+#[derive(clap::Args, Clone, Debug, Default, Serialize)]
+pub struct InfraFlags {
+    /// Prefix of every topic, Redis key and the MongoDB database name.
+    #[arg(long, env = "HERALD_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// Kafka bootstrap servers, comma separated.
+    #[arg(long, env = "HERALD_KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
+
+    /// Bound on one publish to Kafka, ms.
+    #[arg(long, env = "HERALD_KAFKA_TIMEOUT_MS")]
+    pub kafka_timeout_ms: Option<u64>,
+
+    /// Replication factor of topics a service creates.
+    #[arg(long, env = "HERALD_KAFKA_REPLICATION")]
+    pub kafka_replication: Option<i32>,
+
+    /// Partitions of the ingest and events topics when created.
+    #[arg(long, env = "HERALD_PARTITIONS")]
+    pub partitions: Option<i32>,
+
+    /// Redis URL of the route registry.
+    #[arg(long, env = "HERALD_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// MongoDB connection string of the message store.
+    #[arg(long, env = "HERALD_MONGO_URI")]
+    pub mongo_uri: Option<String>,
+}
