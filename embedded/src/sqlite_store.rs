@@ -355,21 +355,21 @@ fn known_ids(
     batch: &[NewMessage],
 ) -> Result<HashMap<String, KnownId>, Fail> {
     let mut known = HashMap::new();
-    let mut message = tx.prepare_cached("SELECT from_user FROM messages WHERE id = ?1")?;
-    let mut streams =
+    let mut sender = tx.prepare_cached("SELECT from_user FROM messages WHERE id = ?1")?;
+    let mut deliveries =
         tx.prepare_cached("SELECT stream FROM deliveries WHERE id = ?1 ORDER BY position")?;
-    let mut payload = tx.prepare_cached("SELECT payload FROM entries WHERE id = ?1 LIMIT 1")?;
+    let mut one_entry = tx.prepare_cached("SELECT payload FROM entries WHERE id = ?1 LIMIT 1")?;
     for id in ids_to_look_up(batch) {
-        let Some(from) = message
+        let Some(from) = sender
             .query_row([id], |row| row.get::<_, Option<String>>(0))
             .optional()?
         else {
             continue;
         };
-        let streams = streams
+        let streams = deliveries
             .query_map([id], |row| row.get(0))?
             .collect::<Result<_, _>>()?;
-        let payload = payload.query_row([id], |row| row.get(0)).optional()?;
+        let payload = one_entry.query_row([id], |row| row.get(0)).optional()?;
         let taken = KnownId {
             streams,
             from,

@@ -153,7 +153,7 @@ async fn the_http_replay_and_status_endpoints_need_the_api_key() -> Result<()> {
             "",
             // The key cut short, and with a character added.
             &API_KEY[..API_KEY.len() - 1],
-            &longer,
+            longer.as_str(),
         ];
         let no_key = http.get(&url).send().await?;
         assert_eq!(no_key.status(), 401, "{path} without a key");

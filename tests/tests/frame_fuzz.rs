@@ -93,20 +93,25 @@ fn frame(rng: &mut StdRng) -> String {
         _ => {
             let kind = types[rng.random_range(0..types.len())];
             let mut f = serde_json::Map::new();
-            f.insert("type".into(), field(rng, json!(kind)));
-            let stream = json!(["user", "all", "topic:x", "user:alice"][rng.random_range(0..4)]);
-            let candidates = [
-                ("stream", field(rng, stream.clone())),
-                ("seq", field(rng, number(rng))),
-                ("streams", field(rng, json!({stream.as_str().unwrap(): number(rng)}))),
-                ("epochs", field(rng, json!({"user": text(rng)}))),
-                ("topic", field(rng, json!(text(rng)))),
-                ("since", field(rng, number(rng))),
-                ("epoch", field(rng, json!(text(rng)))),
-                ("to", field(rng, json!({"users": [text(rng)]}))),
+            let kind = field(rng, json!(kind));
+            f.insert("type".into(), kind);
+            let stream = ["user", "all", "topic:x", "user:alice"][rng.random_range(0..4)];
+            let plausible = [
+                ("stream", json!(stream)),
+                ("seq", number(rng)),
+                ("streams", json!({stream: number(rng)})),
+                ("epochs", json!({"user": text(rng)})),
+                ("topic", json!(text(rng))),
+                ("since", number(rng)),
+                ("epoch", json!(text(rng))),
+                ("to", json!({"users": [text(rng)]})),
                 ("payload", value(rng, 3)),
-                ("key", field(rng, json!(text(rng)))),
+                ("key", json!(text(rng))),
             ];
+            let mut candidates = Vec::with_capacity(plausible.len());
+            for (name, v) in plausible {
+                candidates.push((name, field(rng, v)));
+            }
             for (name, v) in candidates {
                 if rng.random_range(0..3) == 0 {
                     f.insert(name.into(), v);
