@@ -53,7 +53,9 @@ fn appended_json(a: &Appended) -> Value {
     match a.outcome {
         Outcome::Stored => json!({"id": a.id, "recipients": a.recipients}),
         Outcome::Duplicate => json!({"id": a.id, "recipients": a.recipients, "duplicate": true}),
-        Outcome::Conflict => json!({"id": a.id, "error": "conflict", "message": conflict_message(a)}),
+        Outcome::Conflict => {
+            json!({"id": a.id, "error": "conflict", "message": conflict_message(a)})
+        }
     }
 }
 

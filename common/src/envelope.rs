@@ -123,6 +123,8 @@ pub enum Invalid {
     BadUser(String),
     #[error("`payload` is {size} bytes; the limit is {limit}")]
     PayloadTooLarge { size: usize, limit: usize },
+    #[error("`payload` nests arrays and objects more than {0} deep")]
+    PayloadTooDeep(usize),
     #[error("`key` must be 1 to {0} bytes")]
     BadKey(usize),
     #[error("`id` must be a UUID")]
@@ -136,6 +138,43 @@ impl Invalid {
     pub fn is_too_large(&self) -> bool {
         matches!(self, Invalid::PayloadTooLarge { .. })
     }
+}
+
+/// The deepest nesting of arrays and objects a payload may have.
+///
+/// Parsing a payload as raw text does not limit its depth, but turning it
+/// into a `serde_json::Value` does (128 levels), and the collector's HTTP
+/// answers that show a payload (message status, stream pages) do that: a
+/// deeper payload would be stored and then break every answer that shows
+/// it. 64 leaves room for what is built around a payload.
+pub const MAX_PAYLOAD_DEPTH: usize = 64;
+
+/// How deeply `json`, valid JSON text, nests arrays and objects: counted over
+/// the text, skipping strings, without building anything.
+fn nesting_depth(json: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for b in json.bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 /// Checks that a user id can be used as a stream name and Redis key: non-empty,
@@ -189,6 +228,9 @@ impl Submission {
                 size,
                 limit: limits.max_payload_bytes,
             });
+        }
+        if nesting_depth(wire.payload.get()) > MAX_PAYLOAD_DEPTH {
+            return Err(Invalid::PayloadTooDeep(MAX_PAYLOAD_DEPTH));
         }
         if let Some(key) = &wire.key
             && (key.is_empty() || key.len() > limits.max_id_bytes)
@@ -507,6 +549,46 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn nesting_is_counted_outside_strings() {
+        assert_eq!(nesting_depth("1"), 0);
+        assert_eq!(nesting_depth(r#"{"a":[1,{"b":[]}]}"#), 4);
+        assert_eq!(nesting_depth(r#"["[[[{{", "\\", "\"[["]"#), 1);
+        assert_eq!(nesting_depth("[[],[[]]]"), 3);
+    }
+
+    #[test]
+    fn a_payload_deeper_than_the_limit_is_refused_and_one_at_it_reads_back() {
+        let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let message = |depth: usize| {
+            format!(
+                r#"{{"to":{{"all":true}},"payload":{{"deep":{}}}}}"#,
+                nested(depth - 1)
+            )
+        };
+        let at_limit = Submission::parse(message(MAX_PAYLOAD_DEPTH).as_bytes(), &limits())
+            .expect("the deepest payload allowed");
+        // What the collector's HTTP answers do with a payload.
+        let shown = serde_json::to_value(&at_limit.payload).expect("it reads back as a value");
+        assert!(shown["deep"].is_array());
+        // Why the limit: raw text of any depth parses, but not as a value.
+        let deeper: Box<RawValue> = serde_json::from_str(&nested(200)).unwrap();
+        assert!(serde_json::to_value(&deeper).is_err());
+        assert_eq!(
+            Submission::parse(message(MAX_PAYLOAD_DEPTH + 1).as_bytes(), &limits()).unwrap_err(),
+            Invalid::PayloadTooDeep(MAX_PAYLOAD_DEPTH)
+        );
+        // Far deeper than serde_json's recursion limit: an answer, no crash.
+        let unbounded = Limits {
+            max_payload_bytes: usize::MAX,
+            ..limits()
+        };
+        assert_eq!(
+            Submission::parse(message(100_000).as_bytes(), &unbounded).unwrap_err(),
+            Invalid::PayloadTooDeep(MAX_PAYLOAD_DEPTH)
+        );
     }
 
     #[test]

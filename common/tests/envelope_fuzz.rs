@@ -202,7 +202,10 @@ fn a_deeply_nested_payload_is_refused_not_a_crash() {
             max_payload_bytes: usize::MAX,
             ..Limits::default()
         };
-        assert!(Submission::parse(body.as_bytes(), &limits).is_err(), "{depth}");
+        assert!(
+            Submission::parse(body.as_bytes(), &limits).is_err(),
+            "{depth}"
+        );
         let batch = format!("[{body}]");
         assert!(Submission::parse_batch(batch.as_bytes(), &limits).is_err());
     }

@@ -496,7 +496,10 @@ async fn a_reused_id_is_a_per_message_outcome(store: Arc<dyn MessageStore>) {
         .await
         .expect("a reused id never fails the batch");
     assert_eq!(again[0].outcome, Outcome::Duplicate);
-    assert_eq!((again[0].id.as_str(), again[0].recipients), (id.as_str(), 2));
+    assert_eq!(
+        (again[0].id.as_str(), again[0].recipients),
+        (id.as_str(), 2)
+    );
     assert!(again[0].events.is_empty());
     assert_eq!(again[1].outcome, Outcome::Conflict);
     assert_eq!(again[1].id, id);
@@ -509,7 +512,11 @@ async fn a_reused_id_is_a_per_message_outcome(store: Arc<dyn MessageStore>) {
     assert_eq!(payloads, [r#"{"n": 1}"#, r#"{"n": 3}"#]);
     assert_eq!(store.stream_info("user:b").await.unwrap().head, 1);
     let status = store.message_status(&id).await.unwrap().unwrap();
-    assert_eq!(status.payload.get(), r#"{"n": 1}"#, "the first message stays");
+    assert_eq!(
+        status.payload.get(),
+        r#"{"n": 1}"#,
+        "the first message stays"
+    );
     assert_eq!(status.recipients.len(), 2);
 
     // Alone in its batch, a conflict stores nothing and still answers.
@@ -520,7 +527,11 @@ async fn a_reused_id_is_a_per_message_outcome(store: Arc<dyn MessageStore>) {
     assert!(alone[0].is_conflict());
     assert_eq!(store.stream_info("user:c").await.unwrap().head, 0);
     let pending = store.unpublished(0, 10).await.unwrap();
-    assert_eq!(pending.len(), 2, "only the two stored messages: {pending:?}");
+    assert_eq!(
+        pending.len(),
+        2,
+        "only the two stored messages: {pending:?}"
+    );
 }
 
 async fn an_id_reused_within_a_batch_follows_the_same_rule(store: Arc<dyn MessageStore>) {

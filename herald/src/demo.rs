@@ -69,7 +69,8 @@ pub fn is_loopback_host(host: &str) -> bool {
     if host.starts_with('[') {
         return name.parse::<Ipv6Addr>().is_ok_and(|ip| ip.is_loopback());
     }
-    name.eq_ignore_ascii_case("localhost") || name.parse::<Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
+    name.eq_ignore_ascii_case("localhost")
+        || name.parse::<Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]

@@ -308,14 +308,24 @@ fn refuses_secrets_shorter_than_16_bytes() {
     let refused = |args: &[&str], env: &[(&str, &str)], setting: &str| {
         let out = herald(args, env);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{args:?} started with a short {setting}");
+        assert!(
+            !out.status.success(),
+            "{args:?} started with a short {setting}"
+        );
         assert!(
             stderr.contains(setting) && stderr.contains("at least 16"),
             "{args:?}: {stderr}"
         );
-        assert!(!stderr.contains("short-key"), "the value is not shown: {stderr}");
+        assert!(
+            !stderr.contains("short-key"),
+            "the value is not shown: {stderr}"
+        );
     };
-    refused(&["collector"], &[("HERALD_API_KEY", "short-key")], "api_key");
+    refused(
+        &["collector"],
+        &[("HERALD_API_KEY", "short-key")],
+        "api_key",
+    );
     refused(
         &["authsvc"],
         &[("HERALD_API_KEY", "short-key"), ("HERALD_JWT_SECRET", long)],

@@ -6,8 +6,8 @@
 use anyhow::Result;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, Mac};
 use herald_tests::{API_KEY, Cluster, JWT_SECRET, Topology, WsClient};
+use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
@@ -76,7 +76,10 @@ async fn a_client_reads_no_other_users_stream_by_since_resume_ack_or_subscribe()
         cluster.send(&["alice"], json!({"secret": n})).await?;
     }
     cluster
-        .send_via(0, json!({"to": {"topic": "alice-only"}, "payload": "topic secret"}))
+        .send_via(
+            0,
+            json!({"to": {"topic": "alice-only"}, "payload": "topic secret"}),
+        )
         .await?;
 
     // `since` positions only the connecting user's own stream.
@@ -127,7 +130,10 @@ async fn a_client_reads_no_other_users_stream_by_since_resume_ack_or_subscribe()
         let answer = wild.next_frame().await?;
         assert_eq!(answer["type"], "subscribed", "{topic}: {answer}");
         assert_eq!(answer["stream"], format!("topic:{topic}"));
-        assert_eq!(answer["head"], 0, "{topic}: an empty topic, not a user stream");
+        assert_eq!(
+            answer["head"], 0,
+            "{topic}: an empty topic, not a user stream"
+        );
     }
     let leaked = frames_before_marker(&cluster, &mut wild, "mallory").await?;
     assert!(leaked.is_empty(), "{leaked:?}");
@@ -210,7 +216,11 @@ async fn forged_tokens_are_refused_at_the_handshake() -> Result<()> {
     assert_eq!(client.welcome["user"], "alice");
 
     // Signed with another secret.
-    let other = jwt(&hs256(), &claims("alice", json!({})), "another-secret-0123456789");
+    let other = jwt(
+        &hs256(),
+        &claims("alice", json!({})),
+        "another-secret-0123456789",
+    );
     assert_eq!(status(other).await?, 401, "another secret");
 
     // A real token of mallory's with a claim altered, signature kept.
@@ -248,7 +258,11 @@ async fn forged_tokens_are_refused_at_the_handshake() -> Result<()> {
         assert_eq!(status(format!("{header}.{body}")).await?, 401, "{header}");
     }
     // `alg: none` signed anyway with the real secret: still not HS256.
-    let none_signed = jwt(&json!({"alg": "none"}), &claims("alice", json!({})), JWT_SECRET);
+    let none_signed = jwt(
+        &json!({"alg": "none"}),
+        &claims("alice", json!({})),
+        JWT_SECRET,
+    );
     assert_eq!(status(none_signed).await?, 401, "alg none, signed");
 
     // Expired, though well signed.
@@ -283,7 +297,10 @@ async fn a_hostile_claim_pattern_is_refused_at_minting_and_cannot_freeze_a_node(
     assert_eq!(answer.status(), 400);
     let body: Value = answer.json().await?;
     assert!(
-        body["message"].as_str().unwrap_or_default().contains("limit is 8"),
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("limit is 8"),
         "{body}"
     );
 

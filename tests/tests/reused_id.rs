@@ -53,7 +53,10 @@ async fn over_http_a_reused_id_is_a_duplicate_or_a_409_and_others_are_unaffected
     assert_eq!(status, 409, "{conflict}");
     assert_eq!(conflict["error"], "conflict");
     let says = conflict["message"].as_str().unwrap_or_default();
-    assert!(says.contains(&id) && says.contains("different message"), "{says}");
+    assert!(
+        says.contains(&id) && says.contains("different message"),
+        "{says}"
+    );
     for answer in innocents {
         let (status, body) = answer?;
         assert_eq!(status, 202, "an innocent message was refused: {body}");
@@ -64,9 +67,17 @@ async fn over_http_a_reused_id_is_a_duplicate_or_a_409_and_others_are_unaffected
     assert_eq!(seqs(&got), (1..=21).collect::<Vec<u64>>());
     assert_eq!(got[0]["id"], id.as_str());
     assert_eq!(got[0]["payload"], json!({"n": 1}));
-    assert!(got[1..].iter().all(|m| m["payload"]["innocent"].is_number()));
+    assert!(
+        got[1..]
+            .iter()
+            .all(|m| m["payload"]["innocent"].is_number())
+    );
     let (_, status) = cluster.get(0, &format!("/v1/messages/{id}")).await?;
-    assert_eq!(status["payload"], json!({"n": 1}), "the first message stays");
+    assert_eq!(
+        status["payload"],
+        json!({"n": 1}),
+        "the first message stays"
+    );
 
     // In a batch, each message is answered on its own, and two messages with
     // one new id follow the same rule among themselves.
@@ -128,7 +139,10 @@ async fn on_kafka_records_reusing_a_stored_id_never_block_their_partition() -> R
         produce(&producer, &topic, "one-partition", &record.to_string()).await?;
     }
     let got = bea.next_msg().await?;
-    assert_eq!(got["payload"], "after", "the records before it were skipped");
+    assert_eq!(
+        got["payload"], "after",
+        "the records before it were skipped"
+    );
     assert_eq!(got["seq"], 2);
 
     // And HTTP is not held up behind them.

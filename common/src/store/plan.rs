@@ -620,7 +620,11 @@ mod tests {
         other.payload = RawValue::from_string("2".to_string()).unwrap();
         let batch = [first, same, other, msg(&["user:a"], None)];
         let plan = AppendPlan::new(&batch, Known::default(), TS);
-        assert_eq!(plan.counts().get("user:a"), Some(&2), "the first and the last");
+        assert_eq!(
+            plan.counts().get("user:a"),
+            Some(&2),
+            "the first and the last"
+        );
         let placed = plan.place(&heads(&[("user:a", 2)]));
         let [first, same, other, last] = &placed.results[..] else {
             panic!("four results");
@@ -642,8 +646,8 @@ mod tests {
         // A retried client publish: the same key, a new id the store has
         // never seen. The key makes it a duplicate of the first.
         let batch = [with_id(msg(&["user:a"], Some("k")), "new-id")];
-        let placed = AppendPlan::new(&batch, known(&[("k", "first-id", 1)]), TS)
-            .place(&HashMap::new());
+        let placed =
+            AppendPlan::new(&batch, known(&[("k", "first-id", 1)]), TS).place(&HashMap::new());
         assert!(placed.results[0].is_duplicate());
         assert_eq!(placed.results[0].id, "first-id");
     }
