@@ -3,7 +3,7 @@
 //! other messages it was written with.
 
 use anyhow::Result;
-use herald_tests::{Cluster, Topology, kafka_producer, produce, seqs};
+use herald_tests::{Cluster, Topology, eventually, kafka_producer, produce, seqs};
 use serde_json::json;
 
 fn new_id() -> String {
@@ -149,13 +149,16 @@ async fn on_kafka_records_reusing_a_stored_id_never_block_their_partition() -> R
     let sent = cluster.send(&["bea"], json!("over http")).await?;
     assert_eq!(bea.next_msg().await?["id"], sent["id"]);
 
-    let metrics = reqwest::get(format!("{}/metrics", cluster.collectors[0].url()))
-        .await?
-        .text()
-        .await?;
-    assert!(
-        metrics.contains("herald_collector_ingest_rejected_total 2"),
-        "the two conflicts are counted, the duplicate is not: {metrics}"
-    );
+    // The two conflicts are counted, the duplicate is not. (The counter is
+    // raised just after the store answers, with no event to wait on.)
+    let url = format!("{}/metrics", cluster.collectors[0].url());
+    eventually("two ingest records rejected", || {
+        let url = url.clone();
+        async move {
+            let metrics = reqwest::get(url).await?.text().await?;
+            Ok(metrics.contains("herald_collector_ingest_rejected_total 2"))
+        }
+    })
+    .await?;
     Ok(())
 }
