@@ -26,7 +26,7 @@ pub use cli::{Cli, environment};
 pub use infra::{Infra, InfraFlags};
 pub use layers::{file_layout, load};
 pub use limits::LimitsFlags;
-pub use secret::Secret;
+pub use secret::{MIN_SECRET_BYTES, Secret};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
