@@ -206,10 +206,8 @@ impl RedisLink {
             .collect();
         if !unknown.is_empty() {
             self.load_scripts(&mut conn).await?;
-            let again: Vec<(Slot, Cmd)> = unknown
-                .iter()
-                .map(|&i| batch.commands[i].clone())
-                .collect();
+            let again: Vec<(Slot, Cmd)> =
+                unknown.iter().map(|&i| batch.commands[i].clone()).collect();
             for (i, reply) in unknown.into_iter().zip(self.send(&conn, &again).await?) {
                 replies[i] = reply;
             }
@@ -244,7 +242,9 @@ impl RedisLink {
         let mut replies = vec![Value::Nil; commands.len()];
         for (indexes, values) in futures::future::try_join_all(sent).await.map_err(failed)? {
             if values.len() != indexes.len() {
-                return Err(RouteError::new("Redis answered a pipeline with a wrong count of replies"));
+                return Err(RouteError::new(
+                    "Redis answered a pipeline with a wrong count of replies",
+                ));
             }
             for (i, value) in indexes.into_iter().zip(values) {
                 replies[i] = value;

@@ -319,7 +319,12 @@ mod skewed_clock {
             ]
             .join("\n");
             let status = Command::new(std::env::current_exe().unwrap())
-                .args(["--exact", "skewed_clock::skewed_node", "--ignored", "--nocapture"])
+                .args([
+                    "--exact",
+                    "skewed_clock::skewed_node",
+                    "--ignored",
+                    "--nocapture",
+                ])
                 .args(["--test-threads", "1"])
                 .env("LD_PRELOAD", LIBFAKETIME)
                 .env("FAKETIME", format!("{skew:+}"))
@@ -339,7 +344,11 @@ mod skewed_clock {
                 "after {node} ({skew:+} s) beat"
             );
             let found = routes.lookup(&names(&["topic:t"])).await.unwrap();
-            assert_eq!(found.get("topic:t"), Some(&names(&expected)), "after {node} ({skew:+} s) registered");
+            assert_eq!(
+                found.get("topic:t"),
+                Some(&names(&expected)),
+                "after {node} ({skew:+} s) registered"
+            );
         }
     }
 

@@ -53,7 +53,10 @@ async fn messages_are_routed_through_a_redis_cluster() -> Result<()> {
     let alice_route: Option<String> = on_cluster
         .hget(cluster.route_key("alice"), cluster.node_id(0))
         .await?;
-    assert!(alice_route.is_some(), "alice's route is on the Redis Cluster");
+    assert!(
+        alice_route.is_some(),
+        "alice's route is on the Redis Cluster"
+    );
     let mut on_server = redis::Client::open(herald_tests::REDIS)?
         .get_multiplexed_async_connection()
         .await?;
