@@ -5,8 +5,9 @@
 //!   librdkafka: idempotent `acks=all` producer, explicitly committed
 //!   consumer groups.
 //! * [`RedisRoutes`] is the route registry
-//!   ([`herald_common::routes::RouteRegistry`]): leases as Redis hashes and
-//!   keys with expiries, one pipelined round trip per call.
+//!   ([`herald_common::routes::RouteRegistry`]) on one Redis server or a
+//!   Redis Cluster ([`RedisConfig`]): leases as Redis hashes and keys with
+//!   expiries, judged by Redis's clock, one pipelined round trip per call.
 //! * [`MongoStore`] is the message store
 //!   ([`herald_common::store::MessageStore`]) on a MongoDB replica set: one
 //!   transaction per append.
@@ -19,8 +20,10 @@
 
 mod kafka_log;
 mod mongo_store;
+mod redis_link;
 mod redis_routes;
 
 pub use kafka_log::{KafkaConfig, KafkaLog};
 pub use mongo_store::MongoStore;
+pub use redis_link::RedisConfig;
 pub use redis_routes::RedisRoutes;

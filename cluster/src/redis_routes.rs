@@ -1,4 +1,4 @@
-//! [`RouteRegistry`] on Redis.
+//! [`RouteRegistry`] on Redis: one server or a Redis Cluster.
 //!
 //! Keys (with the default namespace):
 //!
@@ -13,83 +13,130 @@
 //! * `herald:nodes`: a sorted set of node ids scored by their lease's expiry,
 //!   so a broadcast finds every live node in one read.
 //!
-//! Every call is one pipelined round trip, whatever the number of users.
+//! **Time is Redis's.** Every expiry is computed and compared by a Lua script
+//! from `TIME` of the server holding the key, and liveness keys expire by
+//! their `PX`, so a node whose clock is ahead (or behind) can neither evict
+//! the others' nodes and routes nor keep its own alive too long. Node clocks
+//! appear nowhere in a decision.
+//!
+//! **Cluster.** Every command and script touches one key, so no key needs a
+//! hash tag; a call's commands go out as one pipeline per slot, all at once
+//! ([`RedisLink`]). A node's liveness key and the `herald:nodes` set may sit
+//! on different masters: each is written and read on its own, and each
+//! decision reads one of them (lookups the key, broadcasts the set).
+//!
+//! Every call is one round trip, whatever the number of streams (lookups
+//! two, plus a clean-up when they find dead routes).
 
+use crate::redis_link::{Batch, RedisConfig, RedisLink};
 use async_trait::async_trait;
 use herald_common::names::Names;
 use herald_common::routes::{RouteError, RouteRegistry};
 use herald_common::time::now_ms;
-use redis::aio::ConnectionManager;
+use redis::{Script, Value};
 use std::collections::{BTreeSet, HashMap};
+use std::sync::LazyLock;
 use std::time::Duration;
-use tokio::sync::Mutex;
 
-/// HDEL a route field only if it still holds the expiry the caller read.
+/// The server's time in ms, as Lua scripts compute it (its TIME is seconds
+/// and microseconds).
+macro_rules! lua_now {
+    () => {
+        "local t = redis.call('TIME') \
+         local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) "
+    };
+}
+
+/// Records `node`'s route (ARGV[1]) on KEYS[1] for ARGV[2] ms. The key lives
+/// as long as its newest route: extend only (GT), set when it has none (NX).
+const REGISTER: &str = concat!(
+    lua_now!(),
+    "local ttl = tonumber(ARGV[2]) \
+     redis.call('HSET', KEYS[1], ARGV[1], string.format('%.0f', now + ttl)) \
+     redis.call('PEXPIRE', KEYS[1], ARGV[2], 'GT') \
+     redis.call('PEXPIRE', KEYS[1], ARGV[2], 'NX') \
+     return 1"
+);
+
+/// The routes of KEYS[1] whose lease holds, as [node, expiry, ...]; the
+/// lapsed ones are deleted in the same step, so none can be refreshed between
+/// being judged and being deleted.
+const LOOKUP: &str = concat!(
+    lua_now!(),
+    "local fields = redis.call('HGETALL', KEYS[1]) \
+     local live = {} \
+     for i = 1, #fields, 2 do \
+       local expiry = tonumber(fields[i + 1]) \
+       if expiry and expiry > now then \
+         live[#live + 1] = fields[i] \
+         live[#live + 1] = fields[i + 1] \
+       else \
+         redis.call('HDEL', KEYS[1], fields[i]) \
+       end \
+     end \
+     return live"
+);
+
+/// HDEL a route field (ARGV[1]) only if it still holds the expiry the caller
+/// read (ARGV[2]): a node that re-registered meanwhile keeps its route.
 const DELETE_IF_UNCHANGED: &str = "if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then \
      return redis.call('HDEL', KEYS[1], ARGV[1]) end return 0";
 
-pub struct RedisRoutes {
-    names: Names,
-    client: redis::Client,
-    /// The live connection, dropped after any failure and made anew by the
-    /// next call: a connection that once failed is never trusted to recover.
-    conn: Mutex<Option<ConnectionManager>>,
+/// Scores `node` (ARGV[1]) in the live-node set KEYS[1] with an expiry
+/// ARGV[2] ms away, and drops the members whose expiry has passed.
+const NODE_LEASE: &str = concat!(
+    lua_now!(),
+    "redis.call('ZADD', KEYS[1], string.format('%.0f', now + tonumber(ARGV[2])), ARGV[1]) \
+     redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now)) \
+     return 1"
+);
+
+/// The members of KEYS[1] whose lease has not passed.
+const LIVE_NODES: &str = concat!(
+    lua_now!(),
+    "return redis.call('ZRANGEBYSCORE', KEYS[1], string.format('(%.0f', now), '+inf')"
+);
+
+struct Scripts {
+    register: Script,
+    lookup: Script,
+    delete_if_unchanged: Script,
+    node_lease: Script,
+    live_nodes: Script,
 }
 
-/// Bound on any one registry call, connecting included: a registry that does
-/// not answer is treated like one that refused.
-const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+    register: Script::new(REGISTER),
+    lookup: Script::new(LOOKUP),
+    delete_if_unchanged: Script::new(DELETE_IF_UNCHANGED),
+    node_lease: Script::new(NODE_LEASE),
+    live_nodes: Script::new(LIVE_NODES),
+});
 
-fn failed(e: redis::RedisError) -> RouteError {
-    RouteError::from_cause("", e)
+pub struct RedisRoutes {
+    names: Names,
+    link: RedisLink,
+}
+
+fn malformed(e: redis::ParsingError) -> RouteError {
+    RouteError::from_cause("unexpected reply", e)
 }
 
 impl RedisRoutes {
     /// Prepares the client; connecting waits for the first call, so a node
     /// starts (and keeps its sockets) while Redis is down.
-    pub async fn connect(url: &str, names: Names) -> Result<Self, RouteError> {
-        let client = redis::Client::open(url).map_err(failed)?;
+    pub async fn connect(config: &RedisConfig, names: Names) -> Result<Self, RouteError> {
+        let scripts = vec![
+            REGISTER,
+            LOOKUP,
+            DELETE_IF_UNCHANGED,
+            NODE_LEASE,
+            LIVE_NODES,
+        ];
         Ok(Self {
             names,
-            client,
-            conn: Mutex::new(None),
+            link: RedisLink::open(config, scripts)?,
         })
-    }
-
-    async fn connection(&self) -> Result<ConnectionManager, RouteError> {
-        let mut slot = self.conn.lock().await;
-        if let Some(conn) = slot.as_ref() {
-            return Ok(conn.clone());
-        }
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CALL_TIMEOUT))
-            .set_response_timeout(Some(CALL_TIMEOUT))
-            .set_number_of_retries(0);
-        let conn = tokio::time::timeout(
-            CALL_TIMEOUT,
-            ConnectionManager::new_with_config(self.client.clone(), config),
-        )
-        .await
-        .map_err(|_| RouteError::new("connecting timed out"))?
-        .map_err(failed)?;
-        *slot = Some(conn.clone());
-        Ok(conn)
-    }
-
-    /// Runs a pipeline as one round trip.
-    async fn query<T: redis::FromRedisValue>(
-        &self,
-        pipe: &redis::Pipeline,
-    ) -> Result<T, RouteError> {
-        let mut conn = self.connection().await?;
-        let outcome =
-            match tokio::time::timeout(CALL_TIMEOUT, pipe.query_async::<T>(&mut conn)).await {
-                Ok(Ok(value)) => return Ok(value),
-                Ok(Err(e)) => failed(e),
-                Err(_) => RouteError::new("call timed out"),
-            };
-        *self.conn.lock().await = None;
-        Err(outcome)
     }
 }
 
@@ -101,68 +148,60 @@ impl RouteRegistry for RedisRoutes {
         streams: &[String],
         ttl: Duration,
     ) -> Result<(), RouteError> {
-        if streams.is_empty() {
-            return Ok(());
-        }
-        let expiry = now_ms() + ttl.as_millis() as i64;
-        let mut pipe = redis::pipe();
+        let ttl = ttl.as_millis() as u64;
+        let mut batch = Batch::default();
         for stream in streams {
             let key = self.names.route_key(stream);
-            pipe.hset(&key, node, expiry).ignore();
-            // Another node's later expiry must not be shortened by ours:
-            // extend only (GT), and set it when the key has none (NX).
-            pipe.cmd("PEXPIRE")
-                .arg(&key)
-                .arg(ttl.as_millis() as u64)
-                .arg("GT")
-                .ignore();
-            pipe.cmd("PEXPIRE")
-                .arg(&key)
-                .arg(ttl.as_millis() as u64)
-                .arg("NX")
-                .ignore();
+            batch.script(&SCRIPTS.register, &key).arg(node).arg(ttl);
         }
-        self.query::<()>(&pipe).await
+        self.link.run(batch).await.map(drop)
     }
 
     async fn unregister(&self, node: &str, streams: &[String]) -> Result<(), RouteError> {
-        if streams.is_empty() {
-            return Ok(());
-        }
-        let mut pipe = redis::pipe();
+        let mut batch = Batch::default();
         for stream in streams {
-            pipe.hdel(self.names.route_key(stream), node).ignore();
+            let key = self.names.route_key(stream);
+            let mut hdel = redis::cmd("HDEL");
+            hdel.arg(&key).arg(node);
+            batch.command(&key, hdel);
         }
-        self.query::<()>(&pipe).await
+        self.link.run(batch).await.map(drop)
     }
 
     async fn node_heartbeat(&self, node: &str, ttl: Duration) -> Result<(), RouteError> {
-        let now = now_ms();
-        let mut pipe = redis::pipe();
-        pipe.cmd("SET")
-            .arg(self.names.node_alive_key(node))
-            .arg(now)
-            .arg("PX")
-            .arg(ttl.as_millis() as u64)
-            .ignore();
-        let nodes = self.names.nodes_key();
-        pipe.zadd(&nodes, node, now + ttl.as_millis() as i64)
-            .ignore();
-        pipe.zrembyscore(&nodes, "-inf", now).ignore();
-        self.query::<()>(&pipe).await
+        let ttl = ttl.as_millis() as u64;
+        let mut batch = Batch::default();
+        let alive = self.names.node_alive_key(node);
+        let mut set = redis::cmd("SET");
+        // The value (the node's own clock) is for people reading Redis; no
+        // decision reads it.
+        set.arg(&alive).arg(now_ms()).arg("PX").arg(ttl);
+        batch.command(&alive, set);
+        batch
+            .script(&SCRIPTS.node_lease, &self.names.nodes_key())
+            .arg(node)
+            .arg(ttl);
+        self.link.run(batch).await.map(drop)
     }
 
     async fn node_gone(&self, node: &str) -> Result<(), RouteError> {
-        let mut pipe = redis::pipe();
-        pipe.del(self.names.node_alive_key(node)).ignore();
-        pipe.zrem(self.names.nodes_key(), node).ignore();
-        self.query::<()>(&pipe).await
+        let mut batch = Batch::default();
+        let alive = self.names.node_alive_key(node);
+        let mut del = redis::cmd("DEL");
+        del.arg(&alive);
+        batch.command(&alive, del);
+        let nodes = self.names.nodes_key();
+        let mut zrem = redis::cmd("ZREM");
+        zrem.arg(&nodes).arg(node);
+        batch.command(&nodes, zrem);
+        self.link.run(batch).await.map(drop)
     }
 
     async fn live_nodes(&self) -> Result<Vec<String>, RouteError> {
-        let mut pipe = redis::pipe();
-        pipe.zrangebyscore(self.names.nodes_key(), now_ms(), "+inf");
-        let (mut nodes,): (Vec<String>,) = self.query(&pipe).await?;
+        let mut batch = Batch::default();
+        batch.script(&SCRIPTS.live_nodes, &self.names.nodes_key());
+        let reply = self.link.run(batch).await?.pop().unwrap_or(Value::Nil);
+        let mut nodes: Vec<String> = redis::from_redis_value(reply).map_err(malformed)?;
         nodes.sort();
         Ok(nodes)
     }
@@ -171,50 +210,65 @@ impl RouteRegistry for RedisRoutes {
         if streams.is_empty() {
             return Ok(HashMap::new());
         }
-        let mut pipe = redis::pipe();
+        let mut batch = Batch::default();
         for stream in streams {
-            pipe.hgetall(self.names.route_key(stream));
+            batch.script(&SCRIPTS.lookup, &self.names.route_key(stream));
         }
-        let routes: Vec<HashMap<String, i64>> = self.query(&pipe).await?;
+        // Per stream, its routes whose lease holds: (node, expiry as stored).
+        let leased: Vec<Vec<(String, String)>> = self
+            .link
+            .run(batch)
+            .await?
+            .into_iter()
+            .map(|reply| {
+                let flat: Vec<String> = redis::from_redis_value(reply).map_err(malformed)?;
+                Ok(flat
+                    .chunks_exact(2)
+                    .map(|pair| (pair[0].clone(), pair[1].clone()))
+                    .collect())
+            })
+            .collect::<Result<_, RouteError>>()?;
 
-        let nodes: Vec<String> = routes
+        let nodes: Vec<String> = leased
             .iter()
-            .flat_map(|r| r.keys().cloned())
+            .flatten()
+            .map(|(node, _)| node.clone())
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
         let alive: HashMap<String, bool> = if nodes.is_empty() {
             HashMap::new()
         } else {
-            let mut pipe = redis::pipe();
+            let mut batch = Batch::default();
             for node in &nodes {
-                pipe.exists(self.names.node_alive_key(node));
+                let key = self.names.node_alive_key(node);
+                let mut exists = redis::cmd("EXISTS");
+                exists.arg(&key);
+                batch.command(&key, exists);
             }
-            let flags: Vec<bool> = self.query(&pipe).await?;
+            let flags = self.link.run(batch).await?;
+            let flags: Vec<bool> = flags
+                .into_iter()
+                .map(redis::from_redis_value)
+                .collect::<Result<_, _>>()
+                .map_err(malformed)?;
             nodes.into_iter().zip(flags).collect()
         };
 
-        let now = now_ms();
         let mut found = HashMap::new();
-        let mut stale = redis::pipe();
-        let mut any_stale = false;
-        for (stream, stream_routes) in streams.iter().zip(routes) {
+        let mut stale = Batch::default();
+        for (stream, routes) in streams.iter().zip(leased) {
             let mut live = Vec::new();
-            for (node, expiry) in stream_routes {
-                if expiry > now && alive.get(&node).copied().unwrap_or(false) {
+            for (node, expiry) in routes {
+                if alive.get(&node).copied().unwrap_or(false) {
                     live.push(node);
                 } else {
-                    // Delete only the value we judged stale: a node that
-                    // re-registered meanwhile keeps its fresh route.
+                    // The route of a dead node: delete only the value read,
+                    // so a node that re-registered meanwhile keeps it.
                     stale
-                        .cmd("EVAL")
-                        .arg(DELETE_IF_UNCHANGED)
-                        .arg(1)
-                        .arg(self.names.route_key(stream))
+                        .script(&SCRIPTS.delete_if_unchanged, &self.names.route_key(stream))
                         .arg(&node)
-                        .arg(expiry)
-                        .ignore();
-                    any_stale = true;
+                        .arg(&expiry);
                 }
             }
             if !live.is_empty() {
@@ -222,11 +276,11 @@ impl RouteRegistry for RedisRoutes {
                 found.insert(stream.clone(), live);
             }
         }
-        if any_stale {
+        if !stale.is_empty() {
             // Cleaning up is a courtesy: a failure leaves routes that the next
             // lookup ignores again.
-            if let Err(e) = self.query::<()>(&stale).await {
-                tracing::debug!(error = %e, "could not remove stale routes");
+            if let Err(e) = self.link.run(stale).await {
+                tracing::debug!(error = %e, "could not remove dead nodes' routes");
             }
         }
         Ok(found)

@@ -12,7 +12,7 @@ mod config;
 mod metrics;
 
 use axum::Router;
-use herald_cluster::{KafkaConfig, KafkaLog, RedisRoutes};
+use herald_cluster::{KafkaConfig, KafkaLog, RedisConfig, RedisRoutes};
 use herald_common::envelope::{ALL_STREAM, Event, stream_user};
 use herald_common::http::Service;
 use herald_common::log::{Log, LogConsumer, OutgoingRecord, Record, StartAt};
@@ -33,8 +33,9 @@ const MAX_PUBLISH_ATTEMPTS: u32 = 10;
 /// Runs a dispatcher on Kafka and Redis until the process is asked to stop.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let log: Arc<dyn Log> = Arc::new(KafkaLog::connect(KafkaConfig::from(&config.infra))?);
-    let routes: Arc<dyn RouteRegistry> =
-        Arc::new(RedisRoutes::connect(&config.infra.redis_url, config.infra.names()).await?);
+    let routes: Arc<dyn RouteRegistry> = Arc::new(
+        RedisRoutes::connect(&RedisConfig::from(&config.infra), config.infra.names()).await?,
+    );
     let addr = config.addr;
     start(config, log, routes).serve(addr, "dispatcher").await
 }

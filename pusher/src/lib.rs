@@ -21,7 +21,7 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use herald_cluster::{KafkaConfig, KafkaLog, MongoStore, RedisRoutes};
+use herald_cluster::{KafkaConfig, KafkaLog, MongoStore, RedisConfig, RedisRoutes};
 use herald_common::http::{ApiError, Service, bearer, shutdown_signal};
 use herald_common::log::{Log, StartAt};
 use herald_common::routes::RouteRegistry;
@@ -59,7 +59,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let names = config.infra.names();
     let log: Arc<dyn Log> = Arc::new(KafkaLog::connect(KafkaConfig::from(&config.infra))?);
     let routes: Arc<dyn RouteRegistry> =
-        Arc::new(RedisRoutes::connect(&config.infra.redis_url, names.clone()).await?);
+        Arc::new(RedisRoutes::connect(&RedisConfig::from(&config.infra), names.clone()).await?);
     let store: Arc<dyn MessageStore> =
         Arc::new(MongoStore::connect(&config.infra.mongo_uri, &names.database()).await?);
     let verifier: Arc<dyn Verifier> = Arc::new(AuthClient::new(&config.auth_url));

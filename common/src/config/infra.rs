@@ -19,8 +19,11 @@ pub struct Infra {
     pub kafka_replication: i32,
     /// Partitions of the ingest and events topics when a service creates them.
     pub partitions: i32,
-    /// Redis URL (route registry).
+    /// Redis URL (route registry); for a Redis Cluster, a comma-separated
+    /// list of some of its masters.
     pub redis_url: String,
+    /// The route registry's Redis is a Redis Cluster (implied by several URLs).
+    pub redis_cluster: bool,
     /// MongoDB connection string (message store).
     pub mongo_uri: String,
 }
@@ -34,6 +37,7 @@ impl Default for Infra {
             kafka_replication: 1,
             partitions: 8,
             redis_url: "redis://127.0.0.1:6379/".into(),
+            redis_cluster: false,
             mongo_uri: "mongodb://127.0.0.1:27017/?directConnection=true".into(),
         }
     }
@@ -69,9 +73,14 @@ pub struct InfraFlags {
     #[arg(long, env = "HERALD_PARTITIONS")]
     pub partitions: Option<i32>,
 
-    /// Redis URL of the route registry.
+    /// Redis URL of the route registry (comma-separated seeds of a Redis Cluster).
     #[arg(long, env = "HERALD_REDIS_URL")]
     pub redis_url: Option<String>,
+
+    /// The route registry's Redis is a Redis Cluster.
+    #[arg(long, env = "HERALD_REDIS_CLUSTER", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    pub redis_cluster: Option<bool>,
 
     /// MongoDB connection string of the message store.
     #[arg(long, env = "HERALD_MONGO_URI")]
