@@ -21,7 +21,6 @@
 
 mod args;
 mod generator;
-mod measure;
 mod payload;
 mod report;
 mod scenarios;
@@ -30,6 +29,9 @@ mod ws;
 
 use anyhow::Result;
 use args::Args;
+// Shared with the cluster benchmark (src/lib.rs); `crate::measure` keeps
+// naming it inside this binary.
+use herald_bench::measure;
 use clap::Parser;
 use scenarios::{fan_out, idle_memory};
 use std::time::Duration;
