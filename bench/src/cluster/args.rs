@@ -73,6 +73,11 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     pub produce_linger_ms: u64,
 
+    /// Do not read the events and node topics to time the hops (the
+    /// observer is one more consumer on the broker).
+    #[arg(long)]
+    pub no_observe: bool,
+
     /// Namespace of topics, keys and database; default a fresh one per run.
     #[arg(long)]
     pub namespace: Option<String>,

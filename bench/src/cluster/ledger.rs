@@ -27,6 +27,9 @@ pub struct Ledger {
     /// Send to the first arrival + 1 (0: not arrived).
     latency: Vec<AtomicU64>,
     arrivals: Vec<AtomicU32>,
+    /// When the message was first seen on the events topic and on a node
+    /// topic, + 1 (0: not seen), by the observer (`observer.rs`).
+    seen: [Vec<AtomicU64>; 2],
     /// Last first-arrival, nanos since epoch.
     last_arrival: AtomicU64,
     /// Frames that were not a message of this run for this connection's user.
@@ -48,6 +51,7 @@ impl Ledger {
             accept_nanos: vec64(),
             latency: vec64(),
             arrivals: vec32(),
+            seen: [vec64(), vec64()],
             last_arrival: AtomicU64::new(0),
             misrouted: AtomicU64::new(0),
             connections_lost: AtomicU64::new(0),
@@ -94,6 +98,15 @@ impl Ledger {
         if self.arrivals[slot].fetch_add(1, Ordering::Relaxed) == 0 {
             self.latency[slot].store(now - (sent - 1) + 1, Ordering::Relaxed);
             self.last_arrival.fetch_max(now, Ordering::Relaxed);
+        }
+    }
+
+    /// The observer saw message `i` on the events topic (`Topic::Events`)
+    /// or on a node topic: the first sighting counts.
+    pub fn seen(&self, topic: Topic, i: u64) {
+        let now = self.now();
+        if let Some(slot) = usize::try_from(i).ok().and_then(|i| self.seen[topic as usize].get(i)) {
+            let _ = slot.compare_exchange(0, now + 1, Ordering::Relaxed, Ordering::Relaxed);
         }
     }
 
@@ -146,13 +159,35 @@ impl Ledger {
             t.repeated += u64::from(arrivals - 1);
             let latency = self.latency[i].load(Ordering::Relaxed) - 1;
             t.latency.push(Duration::from_nanos(latency));
+            let events = self.seen[Topic::Events as usize][i].load(Ordering::Relaxed);
+            let node = self.seen[Topic::Node as usize][i].load(Ordering::Relaxed);
+            if events > 0 && node > 0 {
+                let (events, node, arrival) = (events - 1, node - 1, sent + latency);
+                let span = |from: u64, to: u64| Duration::from_nanos(to.saturating_sub(from));
+                t.hops[0].push(span(sent, events));
+                t.hops[1].push(span(events, node));
+                t.hops[2].push(span(node, arrival));
+            }
             t.last_arrival = t.last_arrival.max(sent + latency);
         }
         t.latency.sort_unstable();
         t.accept.sort_unstable();
+        for hop in &mut t.hops {
+            hop.sort_unstable();
+        }
         t
     }
 }
+
+/// The topics the observer reads.
+#[derive(Clone, Copy, Debug)]
+pub enum Topic {
+    Events = 0,
+    Node = 1,
+}
+
+/// The stretches of a message's way that the observer separates.
+pub const HOPS: [&str; 3] = ["send -> events topic", "events -> node topic", "node topic -> socket"];
 
 /// What happened to a range of messages.
 #[derive(Debug, Default)]
@@ -169,6 +204,9 @@ pub struct Tally {
     pub latency: Vec<Duration>,
     /// Send to acceptance, sorted.
     pub accept: Vec<Duration>,
+    /// Per stretch of [`HOPS`], sorted, for the messages the observer saw
+    /// on both topics.
+    pub hops: [Vec<Duration>; 3],
     /// Nanos since the epoch.
     pub first_send: Option<u64>,
     pub last_send: u64,
@@ -239,6 +277,24 @@ mod tests {
         assert_eq!((t.lost, t.repeated, t.delivered()), (0, 1, 3));
         assert!(ledger.tally(2..5).exact());
         assert!(t.last_arrival >= t.last_send);
+        assert!(t.hops.iter().all(Vec::is_empty), "nothing observed");
+    }
+
+    #[test]
+    fn hops_need_both_sightings() {
+        let ledger = Ledger::new(2);
+        for i in 0..2 {
+            ledger.sending(i, 0);
+            ledger.answered(i, true);
+            ledger.seen(Topic::Events, i as u64);
+        }
+        ledger.seen(Topic::Node, 0);
+        ledger.seen(Topic::Node, 7);
+        ledger.arrived(0, 0, 0);
+        ledger.arrived(0, 1, 0);
+        let t = ledger.tally(0..2);
+        assert_eq!(t.delivered(), 2);
+        assert!(t.hops.iter().all(|h| h.len() == 1), "{:?}", t.hops);
     }
 
     #[test]

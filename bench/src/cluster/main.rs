@@ -16,12 +16,14 @@
 //!
 //! The parts: `args`, `services` (the cluster's processes), `users` (the
 //! connections), `senders` (HTTP and Kafka, open-loop), `ledger`, `step`
-//! (one rate: CPU, histograms, deliveries), `listeners` (finding the shared
+//! (one rate: CPU, histograms, deliveries), `observer` (when each message
+//! shows on the events and node topics), `listeners` (finding the shared
 //! servers' pids), `report`.
 
 mod args;
 mod ledger;
 mod listeners;
+mod observer;
 mod report;
 mod senders;
 mod services;
@@ -75,6 +77,18 @@ async fn main() -> Result<()> {
     .await?;
 
     let ledger = Arc::new(Ledger::new(args.capacity()));
+    let _observer = if args.no_observe {
+        None
+    } else {
+        let nodes = ["node-a", "node-b"].map(|n| format!("{namespace}.node.{n}"));
+        Some(observer::Observer::start(
+            &args.kafka,
+            &format!("{namespace}-bench-observer"),
+            &format!("{namespace}.events"),
+            &nodes,
+            ledger.clone(),
+        )?)
+    };
     let pusher_urls: Vec<String> = cluster.pushers.iter().map(|p| p.url()).collect();
     let users = users::connect(
         &cluster.authsvc.url(),

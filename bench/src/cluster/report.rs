@@ -1,6 +1,7 @@
 //! The text `herald-cluster-bench` prints; `bench/run-cluster` adds the
 //! header (date, commit, machine) and writes it to bench/results/.
 
+use super::ledger::HOPS;
 use super::step::{CpuUse, Step, Watched};
 use herald_bench::measure::percentile;
 use std::fmt::Write;
@@ -73,14 +74,21 @@ pub fn render(run: &Run<'_>) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<6} {:>8} {:>8} {:>10} {:>7} {:>7} {:>7} {:>7} {:>15} {:>13} {:>9}  {}",
+        "{:<6} {:>8} {:>8} {:>10} {:>7} {:>7} {:>7} {:>7} {:>15} {:>13} {:>11}  {}",
         "via", "offered", "sent/s", "delivered", "msgs", "p50", "p99", "max", "accept p50/p99", "refused/lost", "machine", "load (1 5 15 min)"
     );
     for s in run.steps {
         let t = &s.tally;
+        let accept = format!(
+            "{} / {}",
+            ms(percentile(&t.accept, 0.5)),
+            ms(percentile(&t.accept, 0.99))
+        );
+        let refused_lost = format!("{} / {}", t.refused, t.lost);
+        let machine = format!("{:.2} ({:.2})", s.cpu.machine_cores(), s.cpu.other_cores());
         let _ = writeln!(
             out,
-            "{:<6} {:>6}/s {:>8.1} {:>8.1}/s {:>7} {:>7} {:>7} {:>7} {:>15} {:>13} {:>9}  {}",
+            "{:<6} {:>6}/s {:>8.1} {:>8.1}/s {:>7} {:>7} {:>7} {:>7} {:>15} {:>13} {:>11}  {}",
             s.via.name(),
             s.rate,
             t.send_rate(),
@@ -89,17 +97,9 @@ pub fn render(run: &Run<'_>) -> String {
             ms(percentile(&t.latency, 0.5)),
             ms(percentile(&t.latency, 0.99)),
             ms(percentile(&t.latency, 1.0)),
-            format!(
-                "{} / {}",
-                ms(percentile(&t.accept, 0.5)),
-                ms(percentile(&t.accept, 0.99))
-            ),
-            format!("{} / {}", t.refused, t.lost),
-            format!(
-                "{:.2} ({:.2})",
-                s.cpu.machine_cores(),
-                s.cpu.other_cores()
-            ),
+            accept,
+            refused_lost,
+            machine,
             s.loadavg
         );
     }
@@ -136,6 +136,33 @@ pub fn render(run: &Run<'_>) -> String {
         out,
         "  tansu, mongo and redis are shared with other users of this machine: their figures include that work."
     );
+
+    if run.steps.iter().any(|s| !s.tally.hops[0].is_empty()) {
+        let _ = writeln!(
+            out,
+            "\nWhere the time goes, timed from outside (a consumer of the events and node topics), ms p50 / p99:"
+        );
+        let mut header = format!("{:<6} {:>8} {:>15}", "via", "offered", "accept");
+        for hop in HOPS {
+            let _ = write!(header, " {hop:>22}");
+        }
+        let _ = writeln!(out, "{header} {:>9}", "observed");
+        for s in run.steps {
+            let t = &s.tally;
+            let pair = |v: &[Duration]| format!("{} / {}", ms(percentile(v, 0.5)), ms(percentile(v, 0.99)));
+            let mut line = format!("{:<6} {:>6}/s {:>15}", s.via.name(), s.rate, pair(&t.accept));
+            for hop in &t.hops {
+                let _ = write!(line, " {:>22}", pair(hop));
+            }
+            let _ = writeln!(out, "{line} {:>9}", t.hops[0].len());
+        }
+        let _ = writeln!(
+            out,
+            "  send -> events topic: the collector (store, then publish); events -> node topic: the dispatcher's\n  \
+             fetch, route lookup and publish; node topic -> socket: the pusher's fetch and the write. The observer's\n  \
+             own 1 ms fetch window adds up to 1 ms to each sighting."
+        );
+    }
 
     let hop_lines: Vec<String> = run
         .steps

@@ -103,7 +103,7 @@ impl Sender {
                 }
             }
             Sender::Kafka { producer, topic } => {
-                let record = FutureRecord::to(topic).key(user).payload(&body);
+                let record = FutureRecord::to(topic).key(user).payload(body.as_str());
                 match producer.send(record, Timeout::After(SEND_TIMEOUT)).await {
                     Ok(_) => true,
                     Err((e, _)) => {

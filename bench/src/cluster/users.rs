@@ -46,7 +46,7 @@ pub async fn connect(
     ledger: Arc<Ledger>,
 ) -> Result<Users> {
     let http = reqwest::Client::new();
-    let readers = stream::iter(0..count as u32)
+    let readers: Vec<JoinHandle<()>> = stream::iter(0..count as u32)
         .map(|i| {
             let http = http.clone();
             let ledger = ledger.clone();
