@@ -30,8 +30,6 @@ pub struct Ledger {
     /// When the message was first seen on the events topic and on a node
     /// topic, + 1 (0: not seen), by the observer (`observer.rs`).
     seen: [Vec<AtomicU64>; 2],
-    /// Last first-arrival, nanos since epoch.
-    last_arrival: AtomicU64,
     /// Frames that were not a message of this run for this connection's user.
     pub misrouted: AtomicU64,
     /// Connections that ended or failed while the run was going.
@@ -52,7 +50,6 @@ impl Ledger {
             latency: vec64(),
             arrivals: vec32(),
             seen: [vec64(), vec64()],
-            last_arrival: AtomicU64::new(0),
             misrouted: AtomicU64::new(0),
             connections_lost: AtomicU64::new(0),
         }
@@ -97,7 +94,6 @@ impl Ledger {
         }
         if self.arrivals[slot].fetch_add(1, Ordering::Relaxed) == 0 {
             self.latency[slot].store(now - (sent - 1) + 1, Ordering::Relaxed);
-            self.last_arrival.fetch_max(now, Ordering::Relaxed);
         }
     }
 
@@ -108,16 +104,6 @@ impl Ledger {
         if let Some(slot) = usize::try_from(i).ok().and_then(|i| self.seen[topic as usize].get(i)) {
             let _ = slot.compare_exchange(0, now + 1, Ordering::Relaxed, Ordering::Relaxed);
         }
-    }
-
-    /// The time since the ledger's epoch, for measuring windows on its clock.
-    pub fn elapsed(&self) -> Duration {
-        self.epoch.elapsed()
-    }
-
-    /// When the last first arrival of any message happened.
-    pub fn last_arrival(&self) -> Duration {
-        Duration::from_nanos(self.last_arrival.load(Ordering::Relaxed))
     }
 
     /// Whether every message of `range` that was sent and not refused has
