@@ -64,8 +64,14 @@ impl Observer {
         let events = events.to_string();
         let task = tokio::spawn(async move {
             loop {
-                let Ok(m) = consumer.recv().await else {
-                    continue;
+                let m = match consumer.recv().await {
+                    Ok(m) => m,
+                    Err(_) => {
+                        // A broker error: the client retries by itself;
+                        // do not spin meanwhile.
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
                 };
                 let topic = if m.topic() == events {
                     Topic::Events
