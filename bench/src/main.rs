@@ -31,8 +31,8 @@ use anyhow::Result;
 use args::Args;
 // Shared with the cluster benchmark (src/lib.rs); `crate::measure` keeps
 // naming it inside this binary.
-use herald_bench::measure;
 use clap::Parser;
+use herald_bench::measure;
 use scenarios::{fan_out, idle_memory};
 use std::time::Duration;
 use target::Target;

@@ -200,7 +200,11 @@ impl<'a> Sample<'a> {
         let (name, labels, rest) = match line.find('{') {
             Some(open) => {
                 let close = line.rfind('}').filter(|&c| c > open)?;
-                (&line[..open], split_labels(&line[open + 1..close])?, &line[close + 1..])
+                (
+                    &line[..open],
+                    split_labels(&line[open + 1..close])?,
+                    &line[close + 1..],
+                )
             }
             None => {
                 let (name, rest) = line.split_once(char::is_whitespace)?;
@@ -329,7 +333,11 @@ herald_lonely_count 3
     #[test]
     fn a_window_is_the_difference_of_two_scrapes() {
         let before = parse(TEXT);
-        let after = parse(&TEXT.replace("} 100\n", "} 150\n").replace("} 90\n", "} 130\n"));
+        let after = parse(
+            &TEXT
+                .replace("} 100\n", "} 150\n")
+                .replace("} 90\n", "} 130\n"),
+        );
         let window = between(&before, &after);
         // The route series did not move: not in the window.
         assert_eq!(window.len(), 1);

@@ -87,7 +87,11 @@ pub struct Args {
     pub kafka: String,
 
     /// Redis URL.
-    #[arg(long, env = "HERALD_REDIS_URL", default_value = "redis://127.0.0.1:6379/")]
+    #[arg(
+        long,
+        env = "HERALD_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379/"
+    )]
     pub redis: String,
 
     /// MongoDB connection string.

@@ -101,7 +101,10 @@ impl Ledger {
     /// or on a node topic: the first sighting counts.
     pub fn seen(&self, topic: Topic, i: u64) {
         let now = self.now();
-        if let Some(slot) = usize::try_from(i).ok().and_then(|i| self.seen[topic as usize].get(i)) {
+        if let Some(slot) = usize::try_from(i)
+            .ok()
+            .and_then(|i| self.seen[topic as usize].get(i))
+        {
             let _ = slot.compare_exchange(0, now + 1, Ordering::Relaxed, Ordering::Relaxed);
         }
     }
@@ -173,7 +176,11 @@ pub enum Topic {
 }
 
 /// The stretches of a message's way that the observer separates.
-pub const HOPS: [&str; 3] = ["send -> events topic", "events -> node topic", "node topic -> socket"];
+pub const HOPS: [&str; 3] = [
+    "send -> events topic",
+    "events -> node topic",
+    "node topic -> socket",
+];
 
 /// What happened to a range of messages.
 #[derive(Debug, Default)]

@@ -302,4 +302,3 @@ fn inherited_settings() -> String {
         vars.join(" ")
     }
 }
-

@@ -57,7 +57,12 @@ pub fn render(run: &Run<'_>) -> String {
     let mut idle = String::from(" ");
     for (w, secs) in run.watched.iter().zip(&run.idle.secs) {
         let _ = match secs {
-            Some(s) => write!(idle, " {} {:.1}%", w.name, 100.0 * s / run.idle.wall.as_secs_f64()),
+            Some(s) => write!(
+                idle,
+                " {} {:.1}%",
+                w.name,
+                100.0 * s / run.idle.wall.as_secs_f64()
+            ),
             None => write!(idle, " {} ?", w.name),
         };
     }
@@ -74,8 +79,18 @@ pub fn render(run: &Run<'_>) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<6} {:>8} {:>8} {:>10} {:>7} {:>7} {:>7} {:>7} {:>15} {:>13} {:>11}  {}",
-        "via", "offered", "sent/s", "delivered", "msgs", "p50", "p99", "max", "accept p50/p99", "refused/lost", "machine", "load (1 5 15 min)"
+        "{:<6} {:>8} {:>8} {:>10} {:>7} {:>7} {:>7} {:>7} {:>15} {:>13} {:>11}  load (1 5 15 min)",
+        "via",
+        "offered",
+        "sent/s",
+        "delivered",
+        "msgs",
+        "p50",
+        "p99",
+        "max",
+        "accept p50/p99",
+        "refused/lost",
+        "machine",
     );
     for s in run.steps {
         let t = &s.tally;
@@ -149,8 +164,15 @@ pub fn render(run: &Run<'_>) -> String {
         let _ = writeln!(out, "{header} {:>9}", "observed");
         for s in run.steps {
             let t = &s.tally;
-            let pair = |v: &[Duration]| format!("{} / {}", ms(percentile(v, 0.5)), ms(percentile(v, 0.99)));
-            let mut line = format!("{:<6} {:>6}/s {:>15}", s.via.name(), s.rate, pair(&t.accept));
+            let pair = |v: &[Duration]| {
+                format!("{} / {}", ms(percentile(v, 0.5)), ms(percentile(v, 0.99)))
+            };
+            let mut line = format!(
+                "{:<6} {:>6}/s {:>15}",
+                s.via.name(),
+                s.rate,
+                pair(&t.accept)
+            );
             for hop in &t.hops {
                 let _ = write!(line, " {:>22}", pair(hop));
             }
@@ -170,7 +192,10 @@ pub fn render(run: &Run<'_>) -> String {
         .flat_map(|s| {
             s.hops.iter().flat_map(move |(service, histograms)| {
                 histograms.iter().map(move |h| {
-                    let q = |p: f64| h.quantile(p).map_or("?".into(), |v| format_value(&h.name, v));
+                    let q = |p: f64| {
+                        h.quantile(p)
+                            .map_or("?".into(), |v| format_value(&h.name, v))
+                    };
                     format!(
                         "{:<6} {:>6}/s {:<10} {}: p50 {} p99 {} ({} observations)",
                         s.via.name(),
@@ -186,7 +211,10 @@ pub fn render(run: &Run<'_>) -> String {
         })
         .collect();
     if !hop_lines.is_empty() {
-        let _ = writeln!(out, "\nHistograms the services recorded during each step (from /metrics):");
+        let _ = writeln!(
+            out,
+            "\nHistograms the services recorded during each step (from /metrics):"
+        );
         for line in hop_lines {
             let _ = writeln!(out, "{line}");
         }

@@ -177,7 +177,10 @@ mod tests {
     fn a_submission_is_for_one_user_and_carries_its_index() {
         let s: serde_json::Value = serde_json::from_str(&submission(42, 7, 100)).unwrap();
         assert_eq!(s["to"], json!({"users": ["u-7"]}));
-        assert_eq!((s["payload"]["i"].as_u64(), s["payload"]["u"].as_u64()), (Some(42), Some(7)));
+        assert_eq!(
+            (s["payload"]["i"].as_u64(), s["payload"]["u"].as_u64()),
+            (Some(42), Some(7))
+        );
         let len = s["payload"].to_string().len();
         assert!((90..=120).contains(&len), "payload of {len} bytes");
     }

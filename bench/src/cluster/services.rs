@@ -51,7 +51,11 @@ impl Service {
                 bail!("{} exited ({status}); log:\n{}", self.name, self.log_tail());
             }
             if Instant::now() > deadline {
-                bail!("{} not ready after {READY_WITHIN:?}; log:\n{}", self.name, self.log_tail());
+                bail!(
+                    "{} not ready after {READY_WITHIN:?}; log:\n{}",
+                    self.name,
+                    self.log_tail()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -33,7 +33,11 @@ impl CpuReading {
         CpuReading {
             ticks: watched
                 .iter()
-                .map(|w| w.pid.and_then(|p| Sample::read(p).ok()).map(|s| s.cpu_ticks))
+                .map(|w| {
+                    w.pid
+                        .and_then(|p| Sample::read(p).ok())
+                        .map(|s| s.cpu_ticks)
+                })
                 .collect(),
             machine_ticks: measure::busy_ticks().unwrap_or(0),
             at: Instant::now(),
@@ -158,10 +162,7 @@ pub async fn wait_complete(ledger: &Ledger, slots: Range<usize>, limit: Duration
 
 /// Each watched service's histograms; a service whose `/metrics` cannot be
 /// read (or has none) contributes an empty list.
-async fn scrape_all(
-    http: &reqwest::Client,
-    watched: &[Watched],
-) -> Vec<(String, Vec<Histogram>)> {
+async fn scrape_all(http: &reqwest::Client, watched: &[Watched]) -> Vec<(String, Vec<Histogram>)> {
     let mut all = Vec::new();
     for w in watched {
         if let Some(url) = &w.metrics {

@@ -70,7 +70,12 @@ pub async fn connect(
     Ok(Users { count, readers })
 }
 
-async fn token(http: &reqwest::Client, auth_url: &str, api_key: &str, user: &str) -> Result<String> {
+async fn token(
+    http: &reqwest::Client,
+    auth_url: &str,
+    api_key: &str,
+    user: &str,
+) -> Result<String> {
     let answer = http
         .post(format!("{auth_url}/v1/tokens"))
         .bearer_auth(api_key)
