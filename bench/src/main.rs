@@ -21,7 +21,6 @@
 
 mod args;
 mod generator;
-mod measure;
 mod payload;
 mod report;
 mod scenarios;
@@ -30,7 +29,10 @@ mod ws;
 
 use anyhow::Result;
 use args::Args;
+// Shared with the cluster benchmark (src/lib.rs); `crate::measure` keeps
+// naming it inside this binary.
 use clap::Parser;
+use herald_bench::measure;
 use scenarios::{fan_out, idle_memory};
 use std::time::Duration;
 use target::Target;

@@ -36,6 +36,20 @@ pub struct KafkaConfig {
     pub timeout: Duration,
     /// Replication factor of topics this client creates.
     pub replication: i32,
+    /// Consumers' `fetch.wait.max.ms`: on a broker that does not answer a
+    /// waiting fetch early (tansu), the latency each consuming hop adds
+    /// when records trickle in.
+    pub fetch_wait: Duration,
+    /// The producer's `linger.ms`: how long a record waits for others to
+    /// share its batch.
+    pub linger: Duration,
+}
+
+impl Default for KafkaConfig {
+    /// The `[infra]` defaults.
+    fn default() -> Self {
+        Self::from(&Infra::default())
+    }
 }
 
 impl From<&Infra> for KafkaConfig {
@@ -45,6 +59,8 @@ impl From<&Infra> for KafkaConfig {
             brokers: infra.kafka_brokers.clone(),
             timeout: Duration::from_millis(infra.kafka_timeout_ms),
             replication: infra.kafka_replication,
+            fetch_wait: Duration::from_millis(infra.kafka_fetch_wait_ms),
+            linger: Duration::from_millis(infra.kafka_linger_ms),
         }
     }
 }
@@ -69,7 +85,7 @@ impl KafkaLog {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("message.timeout.ms", &timeout_ms)
-            .set("linger.ms", "2")
+            .set("linger.ms", config.linger.as_millis().to_string())
             // The Java client's partitioner, so that business producers using
             // it place one key in the same partition as Herald does.
             .set("partitioner", "murmur2_random")
@@ -151,7 +167,11 @@ impl Log for KafkaLog {
             // within seconds, long enough to ride out a busy machine.
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000")
-            .set("fetch.wait.max.ms", "100")
+            // librdkafka wants at least 1 ms here.
+            .set(
+                "fetch.wait.max.ms",
+                self.config.fetch_wait.as_millis().max(1).to_string(),
+            )
             .set("enable.partition.eof", "false")
             // Incremental rebalancing: survivors keep their partitions while a
             // dead member's move, and the move does not depend on every

@@ -141,6 +141,7 @@ where
         brokers: KAFKA_BROKERS.to_string(),
         timeout: Duration::from_secs(10),
         replication: 1,
+        ..KafkaConfig::default()
     })
     .expect("a Kafka client");
     case(Bus {

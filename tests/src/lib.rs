@@ -284,6 +284,10 @@ impl Cluster {
             ("HERALD_KAFKA_TIMEOUT_MS".to_string(), "5000".to_string()),
             ("HERALD_PARTITIONS".to_string(), "4".to_string()),
             ("HERALD_OUTBOX_GRACE_MS".to_string(), "1000".to_string()),
+            // The local cluster's fetch window (infra/dev.env): tansu does
+            // not answer a waiting fetch early, so the default 100 ms would
+            // be waited out at every consuming hop.
+            ("HERALD_KAFKA_FETCH_WAIT_MS".to_string(), "5".to_string()),
         ];
         common_env.extend(topology.env.clone());
         let make = |service: Service,

@@ -17,6 +17,15 @@ pub struct Infra {
     pub kafka_timeout_ms: u64,
     /// Replication factor of topics a service creates (1 for a single broker).
     pub kafka_replication: i32,
+    /// Longest a consumer's fetch waits at the broker for records
+    /// (librdkafka's `fetch.wait.max.ms`). Kafka answers a waiting fetch as
+    /// soon as records arrive, so there this only bounds idle polling; a
+    /// broker that sits out the whole window (tansu) adds up to this much
+    /// latency per hop, and wants a small value.
+    pub kafka_fetch_wait_ms: u64,
+    /// How long a producer holds a record to batch it with the next ones
+    /// (librdkafka's `linger.ms`): latency added to every publish.
+    pub kafka_linger_ms: u64,
     /// Partitions of the ingest and events topics when a service creates them.
     pub partitions: i32,
     /// Redis URL (route registry); for a Redis Cluster, a comma-separated
@@ -35,6 +44,8 @@ impl Default for Infra {
             kafka_brokers: "127.0.0.1:9092".into(),
             kafka_timeout_ms: 10_000,
             kafka_replication: 1,
+            kafka_fetch_wait_ms: 100,
+            kafka_linger_ms: 2,
             partitions: 8,
             redis_url: "redis://127.0.0.1:6379/".into(),
             redis_cluster: false,
@@ -68,6 +79,16 @@ pub struct InfraFlags {
     /// Replication factor of topics a service creates.
     #[arg(long, env = "HERALD_KAFKA_REPLICATION")]
     pub kafka_replication: Option<i32>,
+
+    /// Longest a consumer's fetch waits at the broker for records, ms
+    /// (fetch.wait.max.ms).
+    #[arg(long, env = "HERALD_KAFKA_FETCH_WAIT_MS")]
+    pub kafka_fetch_wait_ms: Option<u64>,
+
+    /// How long a producer holds a record to batch more with it, ms
+    /// (linger.ms).
+    #[arg(long, env = "HERALD_KAFKA_LINGER_MS")]
+    pub kafka_linger_ms: Option<u64>,
 
     /// Partitions of the ingest and events topics when created.
     #[arg(long, env = "HERALD_PARTITIONS")]
