@@ -4,8 +4,10 @@
 //! whatever a connection missed.
 
 pub mod auth;
+mod bucket;
 mod config;
 mod connection;
+mod cursor;
 mod frames;
 mod hub;
 mod node_topic;
