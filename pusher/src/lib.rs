@@ -12,6 +12,7 @@ mod frames;
 mod hub;
 mod node_topic;
 mod progress;
+mod publish;
 mod registration;
 
 use auth::{AuthClient, AuthError, Verifier};
@@ -53,6 +54,9 @@ pub(crate) struct Node {
     ingest_topic: String,
     limits: herald_common::envelope::Limits,
     ready: watch::Receiver<bool>,
+    /// Turns true when the process is asked to stop: every connection then
+    /// closes (1012) so its client reconnects to another node at once.
+    shutdown: watch::Sender<bool>,
 }
 
 /// Runs a push node on Kafka, Redis and MongoDB, asking authsvc over HTTP,
@@ -129,6 +133,12 @@ pub async fn start(
         store,
         progress,
         ready: ready.clone(),
+        shutdown: watch::Sender::new(false),
+    });
+    let closing = node.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        closing.shutdown.send_replace(true);
     });
     let mut api = Router::new()
         .route("/ws", get(upgrade))
