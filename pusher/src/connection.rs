@@ -50,6 +50,9 @@ const PING_EVERY: Duration = Duration::from_secs(25);
 const IDLE_AFTER: Duration = Duration::from_secs(75);
 /// Re-reads of the store while waiting for a seq that is not readable yet.
 const GAP_RETRIES: u32 = 8;
+/// Longest the server tries to send its close frame: a client that does not
+/// take it gets none.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Why the connection ends.
 enum Ending {
@@ -58,6 +61,10 @@ enum Ending {
     /// The server closes with this code and reason.
     Close(u16, &'static str),
 }
+
+/// A write to the socket that did not complete in time: the client stopped
+/// reading (or its network did).
+const STALLED: Ending = Ending::Close(close::SLOW_CONSUMER, "writes stalled; resume to catch up");
 
 type Step = Result<(), Ending>;
 
@@ -106,7 +113,10 @@ pub async fn serve(socket: WebSocket, node: Arc<Node>, identity: Identity, start
             code,
             reason: Utf8Bytes::from_static(reason),
         };
-        let _ = conn.socket.send(Message::Close(Some(frame))).await;
+        // Bounded like every write: a client that stopped reading must not
+        // keep this task (and its socket) for ever.
+        let grace = CLOSE_GRACE.min(node.config.write_timeout());
+        let _ = tokio::time::timeout(grace, conn.socket.send(Message::Close(Some(frame)))).await;
     }
 }
 
@@ -515,7 +525,16 @@ impl Conn {
         self.write(Message::Text(frame)).await
     }
 
+    /// Writes one message. A write that makes no progress for the write
+    /// timeout ends the connection: otherwise a client that stops reading
+    /// would hold this task in `send` for ever, and neither the idle close
+    /// nor the overflow close would ever run.
     async fn write(&mut self, message: Message) -> Step {
-        self.socket.send(message).await.map_err(|_| Ending::Gone)
+        let timeout = self.node.config.write_timeout();
+        match tokio::time::timeout(timeout, self.socket.send(message)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Ending::Gone),
+            Err(_) => Err(STALLED),
+        }
     }
 }
