@@ -7,14 +7,16 @@
 //! timers and the node's shutdown, and the store reads that replay and fill.
 
 use crate::Node;
-use crate::auth::Identity;
+use crate::auth::{AuthError, Identity};
 use crate::bucket::TokenBucket;
 use crate::cursor::{self, Page, Placement, Verdict};
 use crate::frames::{self, ClientFrame, ServerFrame, USER_STREAM, client_stream};
 use crate::hub::{ConnSlot, LiveEvent, Presence};
 use crate::publish;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use herald_common::envelope::{ALL_STREAM, pattern_matches, topic_stream, user_stream, valid_topic};
+use herald_common::envelope::{
+    ALL_STREAM, pattern_matches, topic_stream, user_stream, valid_topic,
+};
 use herald_common::store::StreamInfo;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -41,6 +43,10 @@ pub mod close {
     pub const STORE_UNAVAILABLE: u16 = 4002;
     /// The client sent nothing (not even a pong) for too long.
     pub const IDLE: u16 = 4003;
+    /// The token expired without a `refresh`: get a new one and reconnect.
+    pub const TOKEN_EXPIRED: u16 = 4004;
+    /// A `refresh` carried a token the server refused.
+    pub const REFRESH_REFUSED: u16 = 4006;
 }
 
 /// Entries read from the store per replay round trip.
@@ -80,10 +86,25 @@ struct Conn {
     cursors: HashMap<String, Arc<AtomicU64>>,
     last_heard: Instant,
     publishes: TokenBucket,
+    /// When the token in force expires; a `refresh` moves it.
+    token_expiry: Instant,
+}
+
+/// The instant a token expiring at `expires_at` (unix seconds) expires.
+fn expiry_instant(expires_at: i64) -> Instant {
+    let remaining_ms = expires_at
+        .saturating_mul(1000)
+        .saturating_sub(herald_common::time::now_ms())
+        .max(0);
+    let now = Instant::now();
+    // A token good for centuries still gets a deadline Instant can hold.
+    now.checked_add(Duration::from_millis(remaining_ms as u64))
+        .unwrap_or(now + Duration::from_secs(100 * 365 * 86_400))
 }
 
 pub async fn serve(socket: WebSocket, node: Arc<Node>, identity: Identity, start: Start) {
     let (queue, incoming) = mpsc::channel::<Arc<LiveEvent>>(node.config.send_queue);
+    let token_expiry = expiry_instant(identity.expires_at);
     let slot = node.hub.open(queue);
     let mut conn = Conn {
         socket,
@@ -94,11 +115,8 @@ pub async fn serve(socket: WebSocket, node: Arc<Node>, identity: Identity, start
         identity,
         cursors: HashMap::new(),
         last_heard: Instant::now(),
-        publishes: TokenBucket::new(
-            publish::BURST,
-            publish::PER_SEC,
-            std::time::Instant::now(),
-        ),
+        token_expiry,
+        publishes: TokenBucket::new(publish::BURST, publish::PER_SEC, std::time::Instant::now()),
     };
     let ending = conn.run(start).await;
     for stream in conn.cursors.keys() {
@@ -123,7 +141,7 @@ pub async fn serve(socket: WebSocket, node: Arc<Node>, identity: Identity, start
 impl Conn {
     /// The connection's life: open, then one event at a time from whichever
     /// source is ready (the live queue, the socket, the ping timer, the
-    /// node's shutdown) until one of them ends it.
+    /// token's expiry, the node's shutdown) until one of them ends it.
     async fn run(&mut self, start: Start) -> Ending {
         // The rare, deep paths (opening, replay, client frames) are boxed:
         // every connection's task holds this future for its whole life, and
@@ -135,6 +153,8 @@ impl Conn {
         let mut ping = tokio::time::interval(PING_EVERY);
         ping.tick().await;
         let mut shutdown = self.node.shutdown.subscribe();
+        let expiry = tokio::time::sleep_until(self.token_expiry);
+        tokio::pin!(expiry);
         loop {
             let step = tokio::select! {
                 event = self.incoming.recv() => match event {
@@ -143,6 +163,7 @@ impl Conn {
                 },
                 message = self.socket.recv() => self.inbound(message).await,
                 _ = ping.tick() => self.keepalive().await,
+                () = &mut expiry => Err(Ending::Close(close::TOKEN_EXPIRED, "token expired")),
                 // (The guard `wait_for` returns is dropped at once: it is not Send.)
                 () = async { drop(shutdown.wait_for(|closing| *closing).await) } => {
                     Err(Ending::Close(close::SERVICE_RESTART, "node shutting down"))
@@ -150,6 +171,9 @@ impl Conn {
             };
             if let Err(ending) = step {
                 return ending;
+            }
+            if expiry.deadline() != self.token_expiry {
+                expiry.as_mut().reset(self.token_expiry); // refreshed
             }
         }
     }
@@ -347,7 +371,9 @@ impl Conn {
             Verdict::Gap { until } => {
                 Box::pin(self.fill(&event.stream, Some(until))).await?;
                 // The fill may have ended elsewhere (a reset past this event).
-                if self.cursor(&event.stream).map(|c| cursor::judge(c, event.seq))
+                if self
+                    .cursor(&event.stream)
+                    .map(|c| cursor::judge(c, event.seq))
                     != Some(Verdict::Next)
                 {
                     return Ok(());
@@ -407,6 +433,40 @@ impl Conn {
             }
             ClientFrame::Publish { to, payload, key } => self.publish(&to, &payload, &key).await,
             ClientFrame::Ping => self.send(ServerFrame::Pong.text()).await,
+            ClientFrame::Refresh { token } => self.refresh(&token).await,
+        }
+    }
+
+    /// Replaces the connection's token, checked as the handshake checks one:
+    /// its expiry and claims apply from now on. Another user's token, or a
+    /// bad one, ends the connection: the client's tokens are in doubt.
+    async fn refresh(&mut self, token: &str) -> Step {
+        match self.node.auth.verify(token).await {
+            Ok(identity) if identity.user_id == self.identity.user_id => {
+                self.token_expiry = expiry_instant(identity.expires_at);
+                let expires_at = identity.expires_at;
+                self.identity = identity;
+                self.send(ServerFrame::Refreshed { expires_at }.text())
+                    .await
+            }
+            Ok(_) => Err(Ending::Close(
+                close::REFRESH_REFUSED,
+                "refresh refused: token of another user",
+            )),
+            Err(AuthError::Rejected(reason)) => {
+                tracing::debug!(user = %self.identity.user_id, reason = %reason, "refresh refused");
+                Err(Ending::Close(
+                    close::REFRESH_REFUSED,
+                    "refresh refused: invalid token",
+                ))
+            }
+            // Its token may well be good: the connection keeps the current
+            // one, and the client may try again.
+            Err(AuthError::Unavailable(e)) => {
+                tracing::warn!(error = %e, "cannot check a refreshed token");
+                self.refuse("unavailable", "cannot check the token now; send it again")
+                    .await
+            }
         }
     }
 
@@ -517,8 +577,7 @@ impl Conn {
 
     /// Answers a client frame with an `error` frame; the connection stays.
     async fn refuse(&mut self, code: &str, message: &str) -> Step {
-        self.send(ServerFrame::Error { code, message }.text())
-            .await
+        self.send(ServerFrame::Error { code, message }.text()).await
     }
 
     async fn send(&mut self, frame: Utf8Bytes) -> Step {

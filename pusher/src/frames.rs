@@ -140,6 +140,10 @@ pub enum ClientFrame {
     },
     /// Application-level keep-alive for clients that cannot send pings.
     Ping,
+    /// Replaces the connection's token (same user) before it expires.
+    Refresh {
+        token: String,
+    },
 }
 
 #[cfg(test)]
@@ -221,6 +225,11 @@ mod tests {
         );
         assert_eq!(client_stream("user:u1"), "user");
         assert_eq!(client_stream("topic:m"), "topic:m");
+        assert_eq!(
+            serde_json::from_str::<ClientFrame>(r#"{"type":"refresh","token":"t2"}"#).unwrap(),
+            ClientFrame::Refresh { token: "t2".into() }
+        );
+        assert!(serde_json::from_str::<ClientFrame>(r#"{"type":"refresh"}"#).is_err());
         assert!(serde_json::from_str::<ClientFrame>(r#"{"type":"nope"}"#).is_err());
         assert!(serde_json::from_str::<ClientFrame>(r#"{"type":"ack","seq":-1}"#).is_err());
     }

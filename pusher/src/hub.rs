@@ -219,7 +219,10 @@ mod tests {
         assert_eq!(hub.deliver(&event("all", 1)), 4);
         assert!(receivers[2].try_recv().is_err());
         assert_eq!(receivers[0].try_recv().unwrap().seq, 1);
-        assert!(receivers[0].try_recv().is_err(), "followed twice, queued once");
+        assert!(
+            receivers[0].try_recv().is_err(),
+            "followed twice, queued once"
+        );
     }
 
     #[test]

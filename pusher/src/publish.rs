@@ -124,7 +124,14 @@ mod tests {
     }
 
     fn prepared(who: &Identity, to: serde_json::Value) -> Result<Prepared, Refusal> {
-        prepare(who, &to, &json!({"x": 1}), "k", &Limits::default(), "ns.ingest")
+        prepare(
+            who,
+            &to,
+            &json!({"x": 1}),
+            "k",
+            &Limits::default(),
+            "ns.ingest",
+        )
     }
 
     #[test]
