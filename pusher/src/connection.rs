@@ -340,14 +340,17 @@ impl Conn {
                     self.move_cursor(stream, next_kept - 1);
                     waited = 0;
                 }
-                Page::Run { run, .. } => {
+                Page::Run { run, hole_after } => {
                     waited = 0;
                     let name = client_stream(stream);
                     for event in &page[..run] {
                         self.send(frames::msg(event, name)).await?;
                         self.delivered(stream, event.seq);
                     }
-                    if until.is_none() && complete {
+                    // A hole inside the page is not the end of the stream:
+                    // the next read starts at it, and finds it filled (a
+                    // lagging read) or announces it (expired entries).
+                    if until.is_none() && complete && !hole_after {
                         return Ok(());
                     }
                 }
