@@ -67,8 +67,9 @@ async fn a_client_that_stops_reading_is_disconnected_and_its_connection_freed() 
             bail!("batch answered {status}: {body}");
         }
     }
-    eventually("the pusher let the stalled connection go", || async {
-        Ok(connections(&cluster, 0).await? == 0)
+    let c = &cluster;
+    eventually("the pusher let the stalled connection go", || async move {
+        Ok(connections(c, 0).await? == 0)
     })
     .await?;
     drop(ws);
