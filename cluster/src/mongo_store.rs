@@ -527,7 +527,9 @@ impl MessageStore for MongoStore {
     ) -> Result<Vec<Event>, StoreError> {
         let docs: Vec<EntryDoc> = self
             .entries
-            .find(doc! {"stream": stream, "seq": {"$gt": after as i64}})
+            // Expired entries stay until MongoDB's TTL monitor deletes them
+            // (about a minute); they are never served meanwhile.
+            .find(doc! {"stream": stream, "seq": {"$gt": after as i64}, "expires_at": {"$gt": DateTime::now()}})
             .sort(doc! {"stream": 1, "seq": 1})
             .limit(limit as i64)
             .await
@@ -552,7 +554,7 @@ impl MessageStore for MongoStore {
         };
         let first = self
             .entries
-            .find_one(doc! {"stream": stream})
+            .find_one(doc! {"stream": stream, "expires_at": {"$gt": DateTime::now()}})
             .sort(doc! {"stream": 1, "seq": 1})
             .await
             .map_err(unavailable)?

@@ -24,6 +24,9 @@ pub struct Config {
     pub demo_page: bool,
     /// Largest frame a client may send, bytes.
     pub max_client_frame: usize,
+    /// Longest one write to a client's socket may take, ms: a client that
+    /// stops reading is closed (4001) after it, and its connection freed.
+    pub write_timeout_ms: u64,
     pub infra: Infra,
     /// What a client publish may be: the collector's limits, so that a
     /// publish the pusher acknowledges is one the collector stores.
@@ -40,6 +43,7 @@ impl Default for Config {
             route_ttl_secs: 30,
             demo_page: false,
             max_client_frame: 64 * 1024,
+            write_timeout_ms: 10_000,
             infra: Infra::default(),
             limits: Limits::default(),
         }
@@ -78,6 +82,10 @@ pub struct Flags {
     #[arg(long, env = "HERALD_MAX_CLIENT_FRAME")]
     pub max_client_frame: Option<usize>,
 
+    /// Longest one write to a client's socket may take, ms (then close 4001).
+    #[arg(long, env = "HERALD_WRITE_TIMEOUT_MS")]
+    pub write_timeout_ms: Option<u64>,
+
     #[command(flatten)]
     pub infra: InfraFlags,
 
@@ -98,9 +106,17 @@ impl Settings for Config {
                 "--node-id or HERALD_NODE_ID",
             ));
         }
-        if self.send_queue == 0 || self.route_ttl_secs == 0 {
-            return Err("`send_queue` and `route_ttl_secs` must be at least 1".into());
+        if self.send_queue == 0 || self.route_ttl_secs == 0 || self.write_timeout_ms == 0 {
+            return Err(
+                "`send_queue`, `route_ttl_secs` and `write_timeout_ms` must be at least 1".into(),
+            );
         }
         Ok(())
+    }
+}
+
+impl Config {
+    pub fn write_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.write_timeout_ms)
     }
 }

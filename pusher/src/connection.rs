@@ -2,23 +2,21 @@
 //!
 //! A connection follows several streams: its user's own (`user:<id>`, named
 //! `user` to the client), `all`, and the topics it subscribes to. For each it
-//! keeps a cursor: the last seq of that stream written to the socket. Every
-//! event, replayed from the store or live from the node topic, goes through
-//! one rule: a seq at or below the cursor is a repeat and is dropped; the next
-//! seq is written; a seq beyond the next is a gap, filled from the store
-//! before it is written. That one rule is what makes replay-then-live
-//! seamless, and what absorbs re-consumed topics, retried dispatches and
-//! publishes that reach the log out of order.
+//! keeps a cursor, moved by the rule in [`crate::cursor`]. This module does
+//! the I/O around that rule: one loop over the live queue, the socket, the
+//! timers and the node's shutdown, and the store reads that replay and fill.
 
 use crate::Node;
-use crate::auth::Identity;
-use crate::frames::{self, ClientFrame, USER_STREAM, client_stream};
+use crate::auth::{AuthError, Identity};
+use crate::bucket::TokenBucket;
+use crate::cursor::{self, Page, Placement, Verdict};
+use crate::frames::{self, ClientFrame, ServerFrame, USER_STREAM, client_stream};
 use crate::hub::{ConnSlot, LiveEvent, Presence};
+use crate::publish;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use herald_common::envelope::{
-    ALL_STREAM, Submission, pattern_matches, topic_stream, user_stream, valid_topic,
+    ALL_STREAM, pattern_matches, topic_stream, user_stream, valid_topic,
 };
-use herald_common::log::OutgoingRecord;
 use herald_common::store::StreamInfo;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -37,12 +35,18 @@ pub struct Start {
 
 /// Close codes Herald uses beyond the standard ones (docs/protocol.md).
 pub mod close {
+    /// The node is shutting down: reconnect (to any node) and resume.
+    pub const SERVICE_RESTART: u16 = 1012;
     /// The connection's send queue overflowed: reconnect and resume.
     pub const SLOW_CONSUMER: u16 = 4001;
     /// The store could not be read to replay or fill a gap: reconnect and resume.
     pub const STORE_UNAVAILABLE: u16 = 4002;
     /// The client sent nothing (not even a pong) for too long.
     pub const IDLE: u16 = 4003;
+    /// The token expired without a `refresh`: get a new one and reconnect.
+    pub const TOKEN_EXPIRED: u16 = 4004;
+    /// A `refresh` carried a token the server refused.
+    pub const REFRESH_REFUSED: u16 = 4006;
 }
 
 /// Entries read from the store per replay round trip.
@@ -52,9 +56,9 @@ const PING_EVERY: Duration = Duration::from_secs(25);
 const IDLE_AFTER: Duration = Duration::from_secs(75);
 /// Re-reads of the store while waiting for a seq that is not readable yet.
 const GAP_RETRIES: u32 = 8;
-/// Client publishes: a burst of this many, refilled at this rate per second.
-const PUBLISH_BURST: f64 = 20.0;
-const PUBLISH_PER_SEC: f64 = 10.0;
+/// Longest the server tries to send its close frame: a client that does not
+/// take it gets none.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Why the connection ends.
 enum Ending {
@@ -63,6 +67,10 @@ enum Ending {
     /// The server closes with this code and reason.
     Close(u16, &'static str),
 }
+
+/// A write to the socket that did not complete in time: the client stopped
+/// reading (or its network did).
+const STALLED: Ending = Ending::Close(close::SLOW_CONSUMER, "writes stalled; resume to catch up");
 
 type Step = Result<(), Ending>;
 
@@ -77,12 +85,26 @@ struct Conn {
     /// Cursor of every stream followed, shared with the hub.
     cursors: HashMap<String, Arc<AtomicU64>>,
     last_heard: Instant,
-    publish_tokens: f64,
-    publish_refilled: Instant,
+    publishes: TokenBucket,
+    /// When the token in force expires; a `refresh` moves it.
+    token_expiry: Instant,
+}
+
+/// The instant a token expiring at `expires_at` (unix seconds) expires.
+fn expiry_instant(expires_at: i64) -> Instant {
+    let remaining_ms = expires_at
+        .saturating_mul(1000)
+        .saturating_sub(herald_common::time::now_ms())
+        .max(0);
+    let now = Instant::now();
+    // A token good for centuries still gets a deadline Instant can hold.
+    now.checked_add(Duration::from_millis(remaining_ms as u64))
+        .unwrap_or(now + Duration::from_secs(100 * 365 * 86_400))
 }
 
 pub async fn serve(socket: WebSocket, node: Arc<Node>, identity: Identity, start: Start) {
     let (queue, incoming) = mpsc::channel::<Arc<LiveEvent>>(node.config.send_queue);
+    let token_expiry = expiry_instant(identity.expires_at);
     let slot = node.hub.open(queue);
     let mut conn = Conn {
         socket,
@@ -93,8 +115,8 @@ pub async fn serve(socket: WebSocket, node: Arc<Node>, identity: Identity, start
         identity,
         cursors: HashMap::new(),
         last_heard: Instant::now(),
-        publish_tokens: PUBLISH_BURST,
-        publish_refilled: Instant::now(),
+        token_expiry,
+        publishes: TokenBucket::new(publish::BURST, publish::PER_SEC, std::time::Instant::now()),
     };
     let ending = conn.run(start).await;
     for stream in conn.cursors.keys() {
@@ -109,11 +131,17 @@ pub async fn serve(socket: WebSocket, node: Arc<Node>, identity: Identity, start
             code,
             reason: Utf8Bytes::from_static(reason),
         };
-        let _ = conn.socket.send(Message::Close(Some(frame))).await;
+        // Bounded like every write: a client that stopped reading must not
+        // keep this task (and its socket) for ever.
+        let grace = CLOSE_GRACE.min(node.config.write_timeout());
+        let _ = tokio::time::timeout(grace, conn.socket.send(Message::Close(Some(frame)))).await;
     }
 }
 
 impl Conn {
+    /// The connection's life: open, then one event at a time from whichever
+    /// source is ready (the live queue, the socket, the ping timer, the
+    /// token's expiry, the node's shutdown) until one of them ends it.
     async fn run(&mut self, start: Start) -> Ending {
         // The rare, deep paths (opening, replay, client frames) are boxed:
         // every connection's task holds this future for its whole life, and
@@ -124,6 +152,9 @@ impl Conn {
         }
         let mut ping = tokio::time::interval(PING_EVERY);
         ping.tick().await;
+        let mut shutdown = self.node.shutdown.subscribe();
+        let expiry = tokio::time::sleep_until(self.token_expiry);
+        tokio::pin!(expiry);
         loop {
             let step = tokio::select! {
                 event = self.incoming.recv() => match event {
@@ -132,9 +163,17 @@ impl Conn {
                 },
                 message = self.socket.recv() => self.inbound(message).await,
                 _ = ping.tick() => self.keepalive().await,
+                () = &mut expiry => Err(Ending::Close(close::TOKEN_EXPIRED, "token expired")),
+                // (The guard `wait_for` returns is dropped at once: it is not Send.)
+                () = async { drop(shutdown.wait_for(|closing| *closing).await) } => {
+                    Err(Ending::Close(close::SERVICE_RESTART, "node shutting down"))
+                }
             };
             if let Err(ending) = step {
                 return ending;
+            }
+            if expiry.deadline() != self.token_expiry {
+                expiry.as_mut().reset(self.token_expiry); // refreshed
             }
         }
     }
@@ -147,11 +186,16 @@ impl Conn {
         self.follow(ALL_STREAM).await;
         let user = self.info(&user_stream).await?;
         let all = self.info(ALL_STREAM).await?;
-        let epochs = BTreeMap::from([
-            (USER_STREAM, user.epoch.as_str()),
-            (ALL_STREAM, all.epoch.as_str()),
-        ]);
-        let welcome = frames::welcome(&self.identity.user_id, &self.node.config.node_id, &epochs);
+        let welcome = ServerFrame::Welcome {
+            user: &self.identity.user_id,
+            node: &self.node.config.node_id,
+            epochs: BTreeMap::from([
+                (USER_STREAM, user.epoch.as_str()),
+                (ALL_STREAM, all.epoch.as_str()),
+            ]),
+            expires_at: self.identity.expires_at,
+        }
+        .text();
         self.send(welcome).await?;
         // A new connection's `all` starts at the present; `resume` replays it.
         self.sync(ALL_STREAM, None, None, &all).await?;
@@ -160,17 +204,27 @@ impl Conn {
     }
 
     /// Follows `stream` in the hub (and, for the node's first follower, in
-    /// the route registry) with a cursor at 0 until `sync` places it.
+    /// the route registry) with its cursor at "everything" until `sync`
+    /// places it: nothing is queued for it meanwhile.
     async fn follow(&mut self, stream: &str) {
         let cursor = self
             .cursors
             .entry(stream.to_string())
             .or_insert_with(|| Arc::new(AtomicU64::new(u64::MAX)))
             .clone();
-        // Until synced, the cursor is at "everything": nothing is queued.
         let presence = self.node.hub.follow(stream, &self.slot, cursor);
         if presence == Presence::Changed && stream != ALL_STREAM {
             self.node.registrar.arrived(stream).await;
+        }
+    }
+
+    /// Stops following `stream`, here and (for the node's last follower) in
+    /// the route registry.
+    fn unfollow(&mut self, stream: &str) {
+        if self.cursors.remove(stream).is_some()
+            && self.node.hub.unfollow(stream, &self.slot) == Presence::Changed
+        {
+            self.node.registrar.left(stream);
         }
     }
 
@@ -207,20 +261,17 @@ impl Conn {
         } else {
             info.head
         };
-        let wanted = since.unwrap_or(default);
-        let recreated = epoch.is_some_and(|e| e != info.epoch) || wanted > info.head;
-        let expired = wanted + 1 < info.first;
-        if recreated || expired {
-            self.send(frames::reset(
-                client_stream(stream),
-                info.first,
-                &info.epoch,
-            ))
-            .await?;
-            self.move_cursor(stream, info.first - 1);
-        } else {
-            self.move_cursor(stream, wanted);
+        let placement = cursor::place(since.unwrap_or(default), epoch, info);
+        if let Placement::Reset { from } = placement {
+            let reset = ServerFrame::Reset {
+                stream: client_stream(stream),
+                from,
+                epoch: &info.epoch,
+            }
+            .text();
+            self.send(reset).await?;
         }
+        self.move_cursor(stream, placement.cursor());
         self.fill(stream, None).await?;
         // Live events that piled up while replaying may have overflowed the
         // queue: that is catching up, not slowness. Everything dropped is in
@@ -242,7 +293,7 @@ impl Conn {
         let mut waited = 0;
         loop {
             let Some(cursor) = self.cursor(stream) else {
-                return Ok(());
+                return Ok(()); // unsubscribed meanwhile
             };
             let limit = match until {
                 Some(u) if u <= cursor => return Ok(()),
@@ -259,43 +310,50 @@ impl Conn {
                     Ending::Close(close::STORE_UNAVAILABLE, "store unavailable")
                 })?;
             let complete = page.len() < limit;
-            let Some(first) = page.first() else {
-                if until.is_none() {
-                    return Ok(());
+            match cursor::read_page(cursor, page.iter().map(|e| e.seq)) {
+                Page::Empty if until.is_none() => return Ok(()),
+                Page::Empty => {
+                    // The live event proves later seqs exist; this one is not
+                    // readable yet (a lagging read). Wait, never skip.
+                    waited += 1;
+                    if waited > GAP_RETRIES {
+                        return Err(Ending::Close(close::STORE_UNAVAILABLE, "cannot fill gap"));
+                    }
+                    tokio::time::sleep(Duration::from_millis(50 * u64::from(waited))).await;
                 }
-                // The live event proves later seqs exist; this one is not
-                // readable yet (a lagging read). Wait, never skip.
-                waited += 1;
-                if waited > GAP_RETRIES {
-                    return Err(Ending::Close(close::STORE_UNAVAILABLE, "cannot fill gap"));
-                }
-                tokio::time::sleep(Duration::from_millis(50 * u64::from(waited))).await;
-                continue;
-            };
-            if first.seq > cursor + 1 {
-                if waited < GAP_RETRIES {
+                Page::HoleBefore { .. } if waited < GAP_RETRIES => {
                     waited += 1;
                     tokio::time::sleep(Duration::from_millis(50 * u64::from(waited))).await;
-                    continue;
                 }
-                // Later entries are kept and earlier ones are not: they
-                // expired (messages may carry different ttls). Say so.
-                let epoch = self.info(stream).await?.epoch;
-                self.send(frames::reset(client_stream(stream), first.seq, &epoch))
-                    .await?;
-                self.move_cursor(stream, first.seq - 1);
-            }
-            waited = 0;
-            let name = client_stream(stream).to_string();
-            for event in &page {
-                if Some(event.seq) != self.cursor(stream).map(|c| c + 1) {
-                    break;
+                Page::HoleBefore { next_kept } => {
+                    // Later entries are kept and earlier ones are not: they
+                    // expired (messages may carry different ttls). Say so,
+                    // and go on from the next kept one.
+                    let epoch = self.info(stream).await?.epoch;
+                    let reset = ServerFrame::Reset {
+                        stream: client_stream(stream),
+                        from: next_kept,
+                        epoch: &epoch,
+                    }
+                    .text();
+                    self.send(reset).await?;
+                    self.move_cursor(stream, next_kept - 1);
+                    waited = 0;
                 }
-                self.send(frames::msg(event, &name)).await?;
-                self.delivered(stream, event.seq);
-            }
-            if until.is_none() && complete {
-                return Ok(());
+                Page::Run { run, hole_after } => {
+                    waited = 0;
+                    let name = client_stream(stream);
+                    for event in &page[..run] {
+                        self.send(frames::msg(event, name)).await?;
+                        self.delivered(stream, event.seq);
+                    }
+                    // A hole inside the page is not the end of the stream:
+                    // the next read starts at it, and finds it filled (a
+                    // lagging read) or announces it (expired entries).
+                    if until.is_none() && complete && !hole_after {
+                        return Ok(());
+                    }
+                }
             }
         }
     }
@@ -310,13 +368,19 @@ impl Conn {
         let Some(cursor) = self.cursor(&event.stream) else {
             return Ok(()); // unsubscribed meanwhile
         };
-        if event.seq <= cursor {
-            return Ok(());
-        }
-        if event.seq > cursor + 1 {
-            Box::pin(self.fill(&event.stream, Some(event.seq - 1))).await?;
-            if Some(event.seq) != self.cursor(&event.stream).map(|c| c + 1) {
-                return Ok(());
+        match cursor::judge(cursor, event.seq) {
+            Verdict::Repeat => return Ok(()),
+            Verdict::Next => {}
+            Verdict::Gap { until } => {
+                Box::pin(self.fill(&event.stream, Some(until))).await?;
+                // The fill may have ended elsewhere (a reset past this event).
+                if self
+                    .cursor(&event.stream)
+                    .map(|c| cursor::judge(c, event.seq))
+                    != Some(Verdict::Next)
+                {
+                    return Ok(());
+                }
             }
         }
         self.send(event.frame.clone()).await?;
@@ -337,10 +401,7 @@ impl Conn {
         match message {
             None | Some(Err(_)) | Some(Ok(Message::Close(_))) => Err(Ending::Gone),
             Some(Ok(Message::Text(text))) => Box::pin(self.client_frame(&text)).await,
-            Some(Ok(Message::Binary(_))) => {
-                self.send(frames::error("bad_frame", "frames are JSON text"))
-                    .await
-            }
+            Some(Ok(Message::Binary(_))) => self.refuse("bad_frame", "frames are JSON text").await,
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(()),
         }
     }
@@ -358,65 +419,97 @@ impl Conn {
     async fn client_frame(&mut self, text: &str) -> Step {
         let frame = match serde_json::from_str::<ClientFrame>(text) {
             Ok(frame) => frame,
-            Err(e) => return self.send(frames::error("bad_frame", &e.to_string())).await,
+            Err(e) => return self.refuse("bad_frame", &e.to_string()).await,
         };
         match frame {
-            ClientFrame::Ack { stream, seq } => {
-                if stream != USER_STREAM {
-                    return self
-                        .send(frames::error(
-                            "unknown_stream",
-                            "only the user stream is acknowledged",
-                        ))
-                        .await;
-                }
-                // An ack cannot run ahead of what was delivered.
-                let acked = seq.min(self.cursor(&self.user_stream).unwrap_or(0));
-                if acked > 0 {
-                    self.node.progress.acked(&self.user_stream, acked);
-                }
-                Ok(())
-            }
-            ClientFrame::Resume { streams, epochs } => {
-                let mut targets = Vec::with_capacity(streams.len());
-                for (name, since) in &streams {
-                    match self.followed(name) {
-                        Some(storage) => targets.push((storage, name, *since)),
-                        None => return self.send(frames::error("unknown_stream", name)).await,
-                    }
-                }
-                for (storage, name, since) in targets {
-                    let info = self.info(&storage).await?;
-                    let epoch = epochs.get(name).map(String::as_str);
-                    self.sync(&storage, Some(since), epoch, &info).await?;
-                }
-                Ok(())
-            }
+            ClientFrame::Ack { stream, seq } => self.ack(&stream, seq).await,
+            ClientFrame::Resume { streams, epochs } => self.resume(&streams, &epochs).await,
             ClientFrame::Subscribe {
                 topic,
                 since,
                 epoch,
             } => self.subscribe(&topic, since, epoch.as_deref()).await,
             ClientFrame::Unsubscribe { topic } => {
-                let stream = topic_stream(&topic);
-                if self.cursors.remove(&stream).is_some()
-                    && self.node.hub.unfollow(&stream, &self.slot) == Presence::Changed
-                {
-                    self.node.registrar.left(&stream);
-                }
-                self.send(frames::unsubscribed(&topic)).await
+                self.unfollow(&topic_stream(&topic));
+                self.send(ServerFrame::Unsubscribed { topic: &topic }.text())
+                    .await
             }
-            ClientFrame::Publish { to, payload, key } => self.publish(to, payload, key).await,
-            ClientFrame::Ping => {
-                self.send(Utf8Bytes::from_static(r#"{"type":"pong"}"#))
+            ClientFrame::Publish { to, payload, key } => self.publish(&to, &payload, &key).await,
+            ClientFrame::Ping => self.send(ServerFrame::Pong.text()).await,
+            ClientFrame::Refresh { token } => self.refresh(&token).await,
+        }
+    }
+
+    /// Replaces the connection's token, checked as the handshake checks one:
+    /// its expiry and claims apply from now on. Another user's token, or a
+    /// bad one, ends the connection: the client's tokens are in doubt.
+    async fn refresh(&mut self, token: &str) -> Step {
+        match self.node.auth.verify(token).await {
+            Ok(identity) if identity.user_id == self.identity.user_id => {
+                self.token_expiry = expiry_instant(identity.expires_at);
+                let expires_at = identity.expires_at;
+                self.identity = identity;
+                self.send(ServerFrame::Refreshed { expires_at }.text())
+                    .await
+            }
+            Ok(_) => Err(Ending::Close(
+                close::REFRESH_REFUSED,
+                "refresh refused: token of another user",
+            )),
+            Err(AuthError::Rejected(reason)) => {
+                tracing::debug!(user = %self.identity.user_id, reason = %reason, "refresh refused");
+                Err(Ending::Close(
+                    close::REFRESH_REFUSED,
+                    "refresh refused: invalid token",
+                ))
+            }
+            // Its token may well be good: the connection keeps the current
+            // one, and the client may try again.
+            Err(AuthError::Unavailable(e)) => {
+                tracing::warn!(error = %e, "cannot check a refreshed token");
+                self.refuse("unavailable", "cannot check the token now; send it again")
                     .await
             }
         }
     }
 
+    async fn ack(&mut self, stream: &str, seq: u64) -> Step {
+        if stream != USER_STREAM {
+            return self
+                .refuse("unknown_stream", "only the user stream is acknowledged")
+                .await;
+        }
+        // An ack cannot run ahead of what was delivered.
+        let acked = seq.min(self.cursor(&self.user_stream).unwrap_or(0));
+        if acked > 0 {
+            self.node.progress.acked(&self.user_stream, acked);
+        }
+        Ok(())
+    }
+
+    async fn resume(
+        &mut self,
+        streams: &BTreeMap<String, u64>,
+        epochs: &BTreeMap<String, String>,
+    ) -> Step {
+        let mut targets = Vec::with_capacity(streams.len());
+        for (name, since) in streams {
+            match self.followed(name) {
+                Some(storage) => targets.push((storage, name, *since)),
+                None => return self.refuse("unknown_stream", name).await,
+            }
+        }
+        for (storage, name, since) in targets {
+            let info = self.info(&storage).await?;
+            let epoch = epochs.get(name).map(String::as_str);
+            self.sync(&storage, Some(since), epoch, &info).await?;
+        }
+        Ok(())
+    }
+
     async fn subscribe(&mut self, topic: &str, since: Option<u64>, epoch: Option<&str>) -> Step {
         if !valid_topic(topic) {
-            return self.send(frames::error("bad_topic", topic)).await;
+            return self.refuse("bad_topic", topic).await;
         }
         if !self
             .identity
@@ -424,100 +517,56 @@ impl Conn {
             .iter()
             .any(|p| pattern_matches(p, topic))
         {
-            return self
-                .send(frames::error(
-                    "forbidden",
-                    &format!("the token does not allow subscribing to {topic}"),
-                ))
-                .await;
+            let message = format!("the token does not allow subscribing to {topic}");
+            return self.refuse("forbidden", &message).await;
         }
         let stream = topic_stream(topic);
         self.follow(&stream).await;
         let info = self.info(&stream).await?;
-        self.send(frames::subscribed(topic, &info.epoch, info.head))
-            .await?;
+        let subscribed = ServerFrame::Subscribed {
+            topic,
+            stream: &stream,
+            epoch: &info.epoch,
+            head: info.head,
+        }
+        .text();
+        self.send(subscribed).await?;
         self.sync(&stream, since, epoch, &info).await
     }
 
-    /// A client's message goes the way a business message does: onto the
-    /// ingest topic, with the sender as `from`. `published` confirms once the
-    /// broker has it durably; the collector then stores and routes it.
+    /// A client's message, sent on as this user (see [`crate::publish`]);
+    /// `published` confirms once the broker has it durably.
     async fn publish(
         &mut self,
-        to: serde_json::Value,
-        payload: serde_json::Value,
-        key: String,
+        to: &serde_json::Value,
+        payload: &serde_json::Value,
+        key: &str,
     ) -> Step {
-        let now = Instant::now();
-        let refill = now.duration_since(self.publish_refilled).as_secs_f64() * PUBLISH_PER_SEC;
-        self.publish_tokens = (self.publish_tokens + refill).min(PUBLISH_BURST);
-        self.publish_refilled = now;
-        if self.publish_tokens < 1.0 {
-            return self
-                .send(frames::error(
-                    "throttled",
-                    &format!("publishing too fast; `{key}` was not sent"),
-                ))
-                .await;
-        }
-        self.publish_tokens -= 1.0;
-
-        let allowed = match (&to["topic"], &to["users"], &to["all"]) {
-            (
-                serde_json::Value::String(topic),
-                serde_json::Value::Null,
-                serde_json::Value::Null,
-            ) => self
-                .identity
-                .publish
-                .iter()
-                .any(|p| pattern_matches(p, topic)),
-            (serde_json::Value::Null, serde_json::Value::Array(_), serde_json::Value::Null) => {
-                self.identity.direct
+        // Every well-formed publish frame takes from the bucket, refused
+        // ones too: refusals cost the server work as well.
+        let sent = if !self.publishes.take(std::time::Instant::now()) {
+            Err(publish::Refusal::Throttled)
+        } else {
+            match publish::prepare(
+                &self.identity,
+                to,
+                payload,
+                key,
+                &self.node.limits,
+                &self.node.ingest_topic,
+            ) {
+                Ok(prepared) => publish::send(self.node.log.as_ref(), prepared).await,
+                Err(refusal) => Err(refusal),
             }
-            _ => false,
         };
-        if !allowed {
-            return self
-                .send(frames::error(
-                    "forbidden",
-                    &format!("the token does not allow publishing to {to}; `{key}` was not sent"),
-                ))
-                .await;
-        }
-        let id = uuid::Uuid::now_v7().to_string();
-        let user = &self.identity.user_id;
-        // The client's key is scoped to its user, so two users' keys never
-        // collide, and a retried publish is stored once.
-        let record = serde_json::json!({
-            "to": to,
-            "payload": payload,
-            "key": format!("client:{user}:{key}"),
-            "from": user,
-            "id": id,
-        })
-        .to_string();
-        if let Err(e) = Submission::parse(record.as_bytes(), &self.node.limits) {
-            return self
-                .send(frames::error(
-                    "bad_message",
-                    &format!("{e}; `{key}` was not sent"),
-                ))
-                .await;
-        }
-        let outgoing = OutgoingRecord {
-            topic: self.node.ingest_topic.clone(),
-            key: user.clone(),
-            value: record.into_bytes().into(),
-        };
-        match self.node.log.publish(vec![outgoing]).await.pop() {
-            Some(Ok(())) => self.send(frames::published(&key, &id)).await,
-            _ => {
-                self.send(frames::error(
-                    "unavailable",
-                    &format!("the broker did not take `{key}`; send it again"),
-                ))
-                .await
+        match sent {
+            Ok(id) => {
+                self.send(ServerFrame::Published { key, id: &id }.text())
+                    .await
+            }
+            Err(refusal) => {
+                let (code, message) = refusal.describe(key, to);
+                self.refuse(code, &message).await
             }
         }
     }
@@ -526,16 +575,28 @@ impl Conn {
         if self.last_heard.elapsed() > IDLE_AFTER {
             return Err(Ending::Close(close::IDLE, "idle"));
         }
-        self.socket
-            .send(Message::Ping(bytes::Bytes::new()))
-            .await
-            .map_err(|_| Ending::Gone)
+        self.write(Message::Ping(bytes::Bytes::new())).await
+    }
+
+    /// Answers a client frame with an `error` frame; the connection stays.
+    async fn refuse(&mut self, code: &str, message: &str) -> Step {
+        self.send(ServerFrame::Error { code, message }.text()).await
     }
 
     async fn send(&mut self, frame: Utf8Bytes) -> Step {
-        self.socket
-            .send(Message::Text(frame))
-            .await
-            .map_err(|_| Ending::Gone)
+        self.write(Message::Text(frame)).await
+    }
+
+    /// Writes one message. A write that makes no progress for the write
+    /// timeout ends the connection: otherwise a client that stops reading
+    /// would hold this task in `send` for ever, and neither the idle close
+    /// nor the overflow close would ever run.
+    async fn write(&mut self, message: Message) -> Step {
+        let timeout = self.node.config.write_timeout();
+        match tokio::time::timeout(timeout, self.socket.send(message)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Ending::Gone),
+            Err(_) => Err(STALLED),
+        }
     }
 }

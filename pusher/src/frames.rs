@@ -7,7 +7,6 @@
 use axum::extract::ws::Utf8Bytes;
 use herald_common::envelope::Event;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 
@@ -24,70 +23,83 @@ pub fn client_stream(storage: &str) -> &str {
     }
 }
 
-#[derive(Serialize)]
-struct MsgFrame<'a> {
-    r#type: &'static str,
-    id: &'a str,
-    stream: &'a str,
-    seq: u64,
-    ts: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    from: Option<&'a str>,
-    payload: &'a RawValue,
+/// Everything the server sends, each frame built here and nowhere else.
+/// Serialised with the `type` tag first, then the fields in order.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ServerFrame<'a> {
+    /// The first frame of every connection.
+    Welcome {
+        user: &'a str,
+        node: &'a str,
+        /// The epochs of the streams every connection follows (`user`, `all`).
+        epochs: BTreeMap<&'a str, &'a str>,
+        /// When the connection's token expires, unix seconds: refresh before.
+        expires_at: i64,
+    },
+    /// One stored event, naming its stream as the client knows it.
+    Msg {
+        id: &'a str,
+        stream: &'a str,
+        seq: u64,
+        ts: i64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        from: Option<&'a str>,
+        /// The stored JSON text, verbatim.
+        payload: &'a RawValue,
+    },
+    /// The position the client asked for cannot be continued: it must
+    /// reload, and the stream goes on from `from` (the oldest seq still kept).
+    Reset {
+        stream: &'a str,
+        from: u64,
+        epoch: &'a str,
+    },
+    Subscribed {
+        topic: &'a str,
+        stream: &'a str,
+        epoch: &'a str,
+        head: u64,
+    },
+    Unsubscribed {
+        topic: &'a str,
+    },
+    Published {
+        key: &'a str,
+        id: &'a str,
+    },
+    /// Answer to `refresh`: the connection now lives until `expires_at`.
+    Refreshed {
+        expires_at: i64,
+    },
+    /// A client frame was refused; the connection stays open.
+    Error {
+        code: &'a str,
+        message: &'a str,
+    },
+    Pong,
+}
+
+impl ServerFrame<'_> {
+    /// The frame as the JSON text that goes on the socket.
+    pub fn text(&self) -> Utf8Bytes {
+        serde_json::to_string(self)
+            .expect("server frames serialise")
+            .into()
+    }
 }
 
 /// `{"type":"msg",...}` for `event`, naming its stream as the client knows it.
 pub fn msg(event: &Event, client_stream: &str) -> Utf8Bytes {
-    let frame = MsgFrame {
-        r#type: "msg",
+    ServerFrame::Msg {
         id: &event.id,
         stream: client_stream,
         seq: event.seq,
         ts: event.ts,
         from: event.from.as_deref(),
         payload: &event.payload,
-    };
-    serde_json::to_string(&frame)
-        .expect("frames serialise")
-        .into()
-}
-
-pub fn welcome(user: &str, node: &str, epochs: &BTreeMap<&str, &str>) -> Utf8Bytes {
-    json!({"type": "welcome", "user": user, "node": node, "epochs": epochs})
-        .to_string()
-        .into()
-}
-
-/// The position the client asked for cannot be continued: it must reload, and
-/// the stream goes on from `from` (the oldest seq still kept).
-pub fn reset(stream: &str, from: u64, epoch: &str) -> Utf8Bytes {
-    json!({"type": "reset", "stream": stream, "from": from, "epoch": epoch})
-        .to_string()
-        .into()
-}
-
-pub fn subscribed(topic: &str, epoch: &str, head: u64) -> Utf8Bytes {
-    json!({"type": "subscribed", "topic": topic, "stream": format!("topic:{topic}"), "epoch": epoch, "head": head})
-        .to_string()
-        .into()
-}
-
-pub fn unsubscribed(topic: &str) -> Utf8Bytes {
-    json!({"type": "unsubscribed", "topic": topic})
-        .to_string()
-        .into()
-}
-
-pub fn published(key: &str, id: &str) -> Utf8Bytes {
-    json!({"type": "published", "key": key, "id": id})
-        .to_string()
-        .into()
-}
-
-pub fn error(code: &str, message: &str) -> Utf8Bytes {
-    json!({"type": "error", "code": code, "message": message})
-        .to_string()
-        .into()
+    }
+    .text()
 }
 
 /// What a client may send.
@@ -128,6 +140,10 @@ pub enum ClientFrame {
     },
     /// Application-level keep-alive for clients that cannot send pings.
     Ping,
+    /// Replaces the connection's token (same user) before it expires.
+    Refresh {
+        token: String,
+    },
 }
 
 #[cfg(test)]
@@ -144,6 +160,43 @@ mod tests {
         assert_eq!(
             frame.as_str(),
             r#"{"type":"msg","id":"m1","stream":"user","seq":4,"ts":9,"payload":{"x": [1, 2.50]}}"#
+        );
+    }
+
+    #[test]
+    fn server_frames_are_tagged_json_with_their_fields() {
+        let json = |frame: ServerFrame| -> serde_json::Value {
+            serde_json::from_str(frame.text().as_str()).unwrap()
+        };
+        assert_eq!(ServerFrame::Pong.text().as_str(), r#"{"type":"pong"}"#);
+        assert_eq!(
+            json(ServerFrame::Welcome {
+                user: "u1",
+                node: "node-a",
+                epochs: BTreeMap::from([("user", "e1"), ("all", "e2")]),
+                expires_at: 1_764_090_000,
+            }),
+            serde_json::json!({"type": "welcome", "user": "u1", "node": "node-a",
+                "epochs": {"user": "e1", "all": "e2"}, "expires_at": 1_764_090_000})
+        );
+        assert_eq!(
+            json(ServerFrame::Reset {
+                stream: "user",
+                from: 3,
+                epoch: "e1"
+            }),
+            serde_json::json!({"type": "reset", "stream": "user", "from": 3, "epoch": "e1"})
+        );
+        assert_eq!(
+            json(ServerFrame::Error {
+                code: "forbidden",
+                message: "no"
+            }),
+            serde_json::json!({"type": "error", "code": "forbidden", "message": "no"})
+        );
+        assert_eq!(
+            json(ServerFrame::Refreshed { expires_at: 7 }),
+            serde_json::json!({"type": "refreshed", "expires_at": 7})
         );
     }
 
@@ -172,6 +225,11 @@ mod tests {
         );
         assert_eq!(client_stream("user:u1"), "user");
         assert_eq!(client_stream("topic:m"), "topic:m");
+        assert_eq!(
+            serde_json::from_str::<ClientFrame>(r#"{"type":"refresh","token":"t2"}"#).unwrap(),
+            ClientFrame::Refresh { token: "t2".into() }
+        );
+        assert!(serde_json::from_str::<ClientFrame>(r#"{"type":"refresh"}"#).is_err());
         assert!(serde_json::from_str::<ClientFrame>(r#"{"type":"nope"}"#).is_err());
         assert!(serde_json::from_str::<ClientFrame>(r#"{"type":"ack","seq":-1}"#).is_err());
     }

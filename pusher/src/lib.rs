@@ -4,12 +4,15 @@
 //! whatever a connection missed.
 
 pub mod auth;
+mod bucket;
 mod config;
 mod connection;
+mod cursor;
 mod frames;
 mod hub;
 mod node_topic;
 mod progress;
+mod publish;
 mod registration;
 
 use auth::{AuthClient, AuthError, Verifier};
@@ -51,6 +54,9 @@ pub(crate) struct Node {
     ingest_topic: String,
     limits: herald_common::envelope::Limits,
     ready: watch::Receiver<bool>,
+    /// Turns true when the process is asked to stop: every connection then
+    /// closes (1012) so its client reconnects to another node at once.
+    shutdown: watch::Sender<bool>,
 }
 
 /// Runs a push node on Kafka, Redis and MongoDB, asking authsvc over HTTP,
@@ -127,6 +133,12 @@ pub async fn start(
         store,
         progress,
         ready: ready.clone(),
+        shutdown: watch::Sender::new(false),
+    });
+    let closing = node.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        closing.shutdown.send_replace(true);
     });
     let mut api = Router::new()
         .route("/ws", get(upgrade))
