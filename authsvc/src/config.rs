@@ -1,6 +1,6 @@
 //! authsvc's settings: the `[authsvc]` section, `[limits]` and `[tls]`.
 
-use herald_common::config::{ApiKeyFlag, LimitsFlags, Secret, Settings, Tls, TlsFlags, required};
+use herald_common::config::{ApiKeyFlag, LimitsFlags, Secret, Settings, Tls, TlsFlags};
 use herald_common::envelope::Limits;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -19,6 +19,9 @@ pub struct Config {
     pub default_ttl_secs: i64,
     /// Longest lifetime a token may be given, seconds.
     pub max_ttl_secs: i64,
+    /// Most `*` wildcards one `topics` or `publish` pattern of a minted
+    /// token may hold.
+    pub max_pattern_stars: usize,
     /// The shared limits (the longest user id).
     pub limits: Limits,
     /// TLS on `addr` (the shared `[tls]` section): HTTPS and wss://.
@@ -33,6 +36,7 @@ impl Default for Config {
             jwt_secret: Secret::default(),
             default_ttl_secs: 3600,
             max_ttl_secs: 30 * 24 * 3600,
+            max_pattern_stars: 8,
             limits: Limits::default(),
             tls: Tls::default(),
         }
@@ -62,6 +66,11 @@ pub struct Flags {
     #[arg(long, env = "HERALD_TOKEN_MAX_TTL_SECS")]
     pub max_ttl_secs: Option<i64>,
 
+    /// Most `*` wildcards one `topics` or `publish` pattern of a minted
+    /// token may hold.
+    #[arg(long, env = "HERALD_MAX_PATTERN_STARS")]
+    pub max_pattern_stars: Option<usize>,
+
     #[command(flatten)]
     pub limits: LimitsFlags,
 
@@ -77,13 +86,11 @@ impl Settings for Config {
     fn check(&self) -> Result<(), String> {
         self.tls.check()?;
         ApiKeyFlag::require(Self::SECTION, &self.api_key)?;
-        if self.jwt_secret.is_empty() {
-            return Err(required(
-                Self::SECTION,
-                "jwt_secret",
-                "--jwt-secret or HERALD_JWT_SECRET",
-            ));
-        }
+        self.jwt_secret.require(
+            Self::SECTION,
+            "jwt_secret",
+            "--jwt-secret or HERALD_JWT_SECRET",
+        )?;
         if self.default_ttl_secs <= 0 || self.default_ttl_secs > self.max_ttl_secs {
             return Err(format!(
                 "`default_ttl_secs` must be 1 to `max_ttl_secs` ({}), not {}",

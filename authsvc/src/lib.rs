@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
 use herald_common::config::Secret;
-use herald_common::envelope::valid_user_id;
+use herald_common::envelope::{pattern_stars, valid_user_id};
 use herald_common::http::{ApiError, Service, require_api_key};
 use herald_common::identity::Identity;
 use herald_common::time::now_secs;
@@ -82,6 +82,9 @@ async fn issue(
             state.config.max_ttl_secs
         )));
     }
+    for (field, patterns) in [("topics", &request.topics), ("publish", &request.publish)] {
+        check_patterns(field, patterns, state.config.max_pattern_stars)?;
+    }
     let now = now_secs();
     let claims = Claims {
         sub: request.user_id,
@@ -96,6 +99,22 @@ async fn issue(
         StatusCode::CREATED,
         Json(json!({"token": token, "expires_at": claims.exp})),
     ))
+}
+
+/// Refuses a claim pattern with more `*` than `max_stars`. The matcher is
+/// linear whatever the pattern holds, so this is a second line: no honest
+/// claim needs many wildcards, and a pattern full of them is a mistake or
+/// a probe, better refused where the token is made.
+fn check_patterns(field: &str, patterns: &[String], max_stars: usize) -> Result<(), ApiError> {
+    for pattern in patterns {
+        let stars = pattern_stars(pattern);
+        if stars > max_stars {
+            return Err(ApiError::bad_request(format!(
+                "`{field}` pattern {pattern:?} has {stars} `*`; the limit is {max_stars}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -157,5 +176,18 @@ mod tests {
             verify_token(&token, &Secret::from("other"), 150),
             Err(TokenError::BadSignature)
         );
+    }
+
+    #[test]
+    fn a_pattern_with_too_many_stars_is_refused_by_name() {
+        let patterns = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(check_patterns("topics", &patterns(&["room-*", "a*b*c"]), 2).is_ok());
+        assert!(check_patterns("topics", &patterns(&[]), 0).is_ok());
+        let hostile = format!("{}b", "*a".repeat(14));
+        let err = check_patterns("publish", &patterns(&["ok", &hostile]), 8).unwrap_err();
+        assert_eq!(err.status, StatusCode::BAD_REQUEST);
+        assert!(err.message.contains("`publish`"), "{}", err.message);
+        assert!(err.message.contains("14 `*`"), "{}", err.message);
+        assert!(err.message.contains("limit is 8"), "{}", err.message);
     }
 }

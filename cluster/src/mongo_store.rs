@@ -20,7 +20,9 @@
 use async_trait::async_trait;
 use futures::TryStreamExt;
 use herald_common::envelope::Event;
-use herald_common::store::plan::{AppendPlan, KnownKey, keys_to_look_up};
+use herald_common::store::plan::{
+    AppendPlan, Known, KnownId, KnownKey, ids_to_look_up, keys_to_look_up,
+};
 use herald_common::store::{
     Appended, DeliveryStatus, MessageStatus, MessageStore, NewMessage, StoreError, StreamInfo,
     StreamProgress, new_epoch,
@@ -210,29 +212,85 @@ impl MongoStore {
             .build()
     }
 
+    /// What the store knows of the batch's idempotency keys.
+    async fn known_keys(
+        &self,
+        session: &mut ClientSession,
+        batch: &[NewMessage],
+    ) -> Result<HashMap<String, KnownKey>, MongoError> {
+        let keys = keys_to_look_up(batch);
+        let mut known = HashMap::new();
+        if keys.is_empty() {
+            return Ok(known);
+        }
+        let mut cursor = self
+            .keys
+            .find(doc! {"_id": {"$in": &keys}})
+            .session(&mut *session)
+            .await?;
+        while let Some(k) = cursor.next(&mut *session).await.transpose()? {
+            let first = KnownKey {
+                id: k.id,
+                recipients: k.recipients as usize,
+            };
+            known.insert(k.key, first);
+        }
+        Ok(known)
+    }
+
+    /// What the store knows of the ids the batch's submitters chose: every
+    /// message still in `messages` (expired or not: its `_id` is taken until
+    /// the TTL monitor removes it), with the payload of one of its entries.
+    async fn known_ids(
+        &self,
+        session: &mut ClientSession,
+        batch: &[NewMessage],
+    ) -> Result<HashMap<String, KnownId>, MongoError> {
+        let ids = ids_to_look_up(batch);
+        let mut known = HashMap::new();
+        if ids.is_empty() {
+            return Ok(known);
+        }
+        let mut taken = Vec::new();
+        let mut cursor = self
+            .messages
+            .find(doc! {"_id": {"$in": &ids}})
+            .session(&mut *session)
+            .await?;
+        while let Some(m) = cursor.next(&mut *session).await.transpose()? {
+            taken.push(m);
+        }
+        drop(cursor);
+        // Reused ids are rare (a producer's mistake or a repeat), so one
+        // read per id found is cheap where it happens at all.
+        for m in taken {
+            let payload = self
+                .entries
+                .find_one(doc! {"id": &m.id})
+                .session(&mut *session)
+                .await?
+                .map(|e| e.payload);
+            let id = KnownId {
+                streams: m.deliveries.into_iter().map(|d| d.stream).collect(),
+                from: m.from,
+                payload,
+            };
+            known.insert(m.id, id);
+        }
+        Ok(known)
+    }
+
     /// The body of one append transaction: the planner decides, this reads
-    /// the keys, steps the counters and inserts the documents.
+    /// the keys and ids, steps the counters and inserts the documents.
     async fn append_in(
         &self,
         session: &mut ClientSession,
         batch: &[NewMessage],
     ) -> Result<Vec<Appended>, MongoError> {
-        let keys = keys_to_look_up(batch);
-        let mut known: HashMap<String, KnownKey> = HashMap::new();
-        if !keys.is_empty() {
-            let mut cursor = self
-                .keys
-                .find(doc! {"_id": {"$in": &keys}})
-                .session(&mut *session)
-                .await?;
-            while let Some(k) = cursor.next(&mut *session).await.transpose()? {
-                let first = KnownKey {
-                    id: k.id,
-                    recipients: k.recipients as usize,
-                };
-                known.insert(k.key, first);
-            }
-        }
+        let known = Known {
+            keys: self.known_keys(session, batch).await?,
+            ids: self.known_ids(session, batch).await?,
+        };
         let plan = AppendPlan::new(batch, known, now_ms());
         if plan.stores_nothing() {
             return Ok(plan.place(&HashMap::new()).results);

@@ -11,7 +11,7 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use herald_common::envelope::{Invalid, Submission, user_stream, valid_user_id};
 use herald_common::http::{ApiError, require_api_key};
-use herald_common::store::Appended;
+use herald_common::store::{Appended, Outcome};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -41,12 +41,22 @@ fn body_error(e: BytesRejection) -> ApiError {
     ApiError::new(e.status(), "bad_body", e.body_text())
 }
 
+/// Why a message whose id is taken was not stored.
+fn conflict_message(a: &Appended) -> String {
+    format!(
+        "`id` {} is already the id of a different message; nothing was stored",
+        a.id
+    )
+}
+
 fn appended_json(a: &Appended) -> Value {
-    let mut v = json!({"id": a.id, "recipients": a.recipients});
-    if a.duplicate {
-        v["duplicate"] = json!(true);
+    match a.outcome {
+        Outcome::Stored => json!({"id": a.id, "recipients": a.recipients}),
+        Outcome::Duplicate => json!({"id": a.id, "recipients": a.recipients, "duplicate": true}),
+        Outcome::Conflict => {
+            json!({"id": a.id, "error": "conflict", "message": conflict_message(a)})
+        }
     }
-    v
 }
 
 /// Counts refusals, so an operator sees a misbehaving producer.
@@ -78,7 +88,15 @@ async fn submit_one(
         .await
         .map_err(|e| ApiError::unavailable(e.to_string()))?;
     record(&c, &appended);
-    Ok((StatusCode::ACCEPTED, Json(appended_json(&appended[0]))))
+    let answer = &appended[0];
+    if answer.is_conflict() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            conflict_message(answer),
+        ));
+    }
+    Ok((StatusCode::ACCEPTED, Json(appended_json(answer))))
 }
 
 async fn submit_batch(
@@ -108,10 +126,12 @@ async fn submit_batch(
     Ok((StatusCode::ACCEPTED, Json(json!({"messages": messages}))))
 }
 
+/// Counts each message's outcome; a conflict is a refused message.
 fn record(c: &Collector, appended: &[Appended]) {
-    let duplicates = appended.iter().filter(|a| a.duplicate).count() as u64;
-    Metrics::inc(&c.metrics.duplicates, duplicates);
-    Metrics::inc(&c.metrics.accepted, appended.len() as u64 - duplicates);
+    let count = |outcome| appended.iter().filter(|a| a.outcome == outcome).count() as u64;
+    Metrics::inc(&c.metrics.accepted, count(Outcome::Stored));
+    Metrics::inc(&c.metrics.duplicates, count(Outcome::Duplicate));
+    Metrics::inc(&c.metrics.rejected_http, count(Outcome::Conflict));
 }
 
 async fn message_status(State(c): Shared, headers: HeaderMap, Path(id): Path<String>) -> Answer {

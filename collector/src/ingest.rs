@@ -4,8 +4,11 @@
 //!
 //! A record that is not a valid submission is logged, counted and skipped: it
 //! can never become valid, so holding the partition for it would only stop
-//! every message behind it. A store outage is the opposite: the batch is
-//! retried until it is stored, and nothing is committed meanwhile.
+//! every message behind it. So is a record whose `id` is already a different
+//! message's: the store answers it as a conflict (it stores the rest of the
+//! batch), and it is logged, counted and skipped the same way. A store
+//! outage is the opposite: the batch is retried until it is stored, and
+//! nothing is committed meanwhile.
 
 use crate::Collector;
 use crate::metrics::Metrics;
@@ -49,6 +52,8 @@ pub async fn run(collector: Arc<Collector>, log: Arc<dyn Log>) {
             }
         };
         let mut messages = Vec::with_capacity(records.len());
+        // The record each message came from, to name it in a log line.
+        let mut sources = Vec::with_capacity(records.len());
         for r in &records {
             match Submission::parse(&r.value, &collector.config.limits) {
                 Ok(mut s) => {
@@ -58,7 +63,8 @@ pub async fn run(collector: Arc<Collector>, log: Arc<dyn Log>) {
                     s.key.get_or_insert_with(|| {
                         format!("log:{}/{}/{}", r.topic, r.partition, r.offset)
                     });
-                    messages.push(new_message(s))
+                    messages.push(new_message(s));
+                    sources.push(r);
                 }
                 Err(e) => {
                     Metrics::inc(&collector.metrics.ingest_rejected, 1);
@@ -69,11 +75,26 @@ pub async fn run(collector: Arc<Collector>, log: Arc<dyn Log>) {
                 }
             }
         }
-        let count = messages.len() as u64;
+        let mut count = messages.len() as u64;
         let mut attempt = 0u32;
         while !messages.is_empty() {
             match collector.writer.append(messages.clone()).await {
-                Ok(_) => break,
+                Ok(results) => {
+                    // A record reusing another message's id can never be
+                    // stored: like an invalid record it is skipped, and the
+                    // rest of the batch was stored without it.
+                    for (a, r) in results.iter().zip(&sources) {
+                        if a.is_conflict() {
+                            count -= 1;
+                            Metrics::inc(&collector.metrics.ingest_rejected, 1);
+                            tracing::warn!(
+                                topic = %r.topic, partition = r.partition, offset = r.offset,
+                                id = %a.id, "skipping ingest record: its id is a different message's"
+                            );
+                        }
+                    }
+                    break;
+                }
                 Err(e) => {
                     attempt += 1;
                     tracing::warn!(error = %e, attempt, "cannot store ingest batch; retrying");

@@ -82,7 +82,7 @@ pub fn spawn(
                     publisher.offer(
                         results
                             .iter()
-                            .filter(|a| !a.duplicate)
+                            .filter(|a| a.is_stored())
                             .map(|a| (a.id.clone(), a.events.clone()))
                             .collect(),
                     );

@@ -123,6 +123,8 @@ pub enum Invalid {
     BadUser(String),
     #[error("`payload` is {size} bytes; the limit is {limit}")]
     PayloadTooLarge { size: usize, limit: usize },
+    #[error("`payload` nests arrays and objects more than {0} deep")]
+    PayloadTooDeep(usize),
     #[error("`key` must be 1 to {0} bytes")]
     BadKey(usize),
     #[error("`id` must be a UUID")]
@@ -136,6 +138,43 @@ impl Invalid {
     pub fn is_too_large(&self) -> bool {
         matches!(self, Invalid::PayloadTooLarge { .. })
     }
+}
+
+/// The deepest nesting of arrays and objects a payload may have.
+///
+/// Parsing a payload as raw text does not limit its depth, but turning it
+/// into a `serde_json::Value` does (128 levels), and the collector's HTTP
+/// answers that show a payload (message status, stream pages) do that: a
+/// deeper payload would be stored and then break every answer that shows
+/// it. 64 leaves room for what is built around a payload.
+pub const MAX_PAYLOAD_DEPTH: usize = 64;
+
+/// How deeply `json`, valid JSON text, nests arrays and objects: counted over
+/// the text, skipping strings, without building anything.
+fn nesting_depth(json: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for b in json.bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 /// Checks that a user id can be used as a stream name and Redis key: non-empty,
@@ -189,6 +228,9 @@ impl Submission {
                 size,
                 limit: limits.max_payload_bytes,
             });
+        }
+        if nesting_depth(wire.payload.get()) > MAX_PAYLOAD_DEPTH {
+            return Err(Invalid::PayloadTooDeep(MAX_PAYLOAD_DEPTH));
         }
         if let Some(key) = &wire.key
             && (key.is_empty() || key.len() > limits.max_id_bytes)
@@ -264,19 +306,40 @@ pub fn topic_stream(topic: &str) -> String {
 
 /// Whether `name` matches a claim pattern: exact, or with `*` standing for
 /// any run of characters (`match-*`).
+///
+/// Greedy, never backtracking: the text before the first `*` must start the
+/// name and the text after the last must end it; each piece in between is
+/// taken at its leftmost place after the one before. Taking the leftmost
+/// place is never wrong (it leaves the most room for the pieces after it),
+/// so one pass decides, in O(name × pattern) at worst, however many `*` a
+/// token's pattern holds: a hostile pattern costs no more than a long one.
 pub fn pattern_matches(pattern: &str, name: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == name,
-        Some((prefix, rest)) => {
-            let Some(tail) = name.strip_prefix(prefix) else {
-                return false;
-            };
-            // Try every split point for the remaining pattern.
-            (0..=tail.len())
-                .filter(|i| tail.is_char_boundary(*i))
-                .any(|i| pattern_matches(rest, &tail[i..]))
+    let mut pieces = pattern.split('*');
+    let head = pieces.next().unwrap_or_default();
+    let Some(rest) = name.strip_prefix(head) else {
+        return false;
+    };
+    let mut middle: Vec<&str> = pieces.collect();
+    let Some(tail) = middle.pop() else {
+        // No `*`: the pattern is the name.
+        return rest.is_empty();
+    };
+    // The head and the tail may not overlap: strip both before the middle.
+    let Some(mut rest) = rest.strip_suffix(tail) else {
+        return false;
+    };
+    for piece in middle {
+        match rest.find(piece) {
+            Some(at) => rest = &rest[at + piece.len()..],
+            None => return false,
         }
     }
+    true
+}
+
+/// How many `*` wildcards a claim pattern holds.
+pub fn pattern_stars(pattern: &str) -> usize {
+    pattern.matches('*').count()
 }
 
 /// A stream's storage name: `user:<id>` for one user's inbox. Streams are the
@@ -393,11 +456,139 @@ mod tests {
     #[test]
     fn claim_patterns_match_exactly_or_by_wildcard() {
         assert!(pattern_matches("match-*", "match-42"));
+        assert!(pattern_matches("match-*", "match-"));
         assert!(pattern_matches("*", "anything"));
+        assert!(pattern_matches("*", ""));
         assert!(pattern_matches("room-7", "room-7"));
         assert!(pattern_matches("a*c*e", "abcde"));
+        assert!(pattern_matches("*-7", "room-7"));
+        assert!(pattern_matches("a**b", "ab"));
         assert!(!pattern_matches("match-*", "matches"));
         assert!(!pattern_matches("room-7", "room-70"));
+        assert!(!pattern_matches("room-7", "room-"));
+        assert!(!pattern_matches("*-7", "room-70"));
+        assert!(!pattern_matches("", "x"));
+        assert!(pattern_matches("", ""));
+    }
+
+    #[test]
+    fn head_and_tail_of_a_pattern_do_not_overlap() {
+        assert!(!pattern_matches("a*a", "a"));
+        assert!(pattern_matches("a*a", "aa"));
+        assert!(!pattern_matches("ab*bc", "abc"));
+        assert!(pattern_matches("ab*bc", "abbc"));
+    }
+
+    #[test]
+    fn middle_pieces_are_found_in_order() {
+        assert!(pattern_matches("*b*a*", "xbxax"));
+        assert!(!pattern_matches("*b*a*", "xaxbx"));
+        // The leftmost place of a piece leaves room for the next.
+        assert!(pattern_matches("*ab*ab*", "abab"));
+        assert!(!pattern_matches("*ab*ab*", "aba"));
+        assert!(pattern_matches("x*aab*b", "xaaabb"));
+        // Multibyte characters are matched whole.
+        assert!(pattern_matches("é*ü", "éaaü"));
+        assert!(!pattern_matches("é*ü", "é"));
+    }
+
+    /// Issue 10.9: this pattern against this name took over 10 s by
+    /// backtracking. The answer is what is asserted; how fast it comes is
+    /// for benchmarks.
+    #[test]
+    fn a_pathological_pattern_gets_its_answer() {
+        let pattern = format!("{}b", "*a".repeat(14));
+        let name = "a".repeat(120);
+        assert!(!pattern_matches(&pattern, &name));
+        assert!(pattern_matches(&pattern, &format!("{name}b")));
+        assert_eq!(pattern_stars(&pattern), 14);
+    }
+
+    /// The greedy matcher agrees with the obvious recursive definition on
+    /// every short pattern and name over a small alphabet.
+    #[test]
+    fn agrees_with_the_definition_on_every_small_case() {
+        fn by_definition(pattern: &[u8], name: &[u8]) -> bool {
+            match pattern.split_first() {
+                None => name.is_empty(),
+                Some((b'*', rest)) => (0..=name.len()).any(|i| by_definition(rest, &name[i..])),
+                Some((c, rest)) => name.first() == Some(c) && by_definition(rest, &name[1..]),
+            }
+        }
+        fn all(alphabet: &[u8], max_len: usize) -> Vec<Vec<u8>> {
+            let mut out = vec![Vec::new()];
+            let mut last = vec![Vec::new()];
+            for _ in 0..max_len {
+                let next: Vec<Vec<u8>> = last
+                    .iter()
+                    .flat_map(|w: &Vec<u8>| {
+                        alphabet.iter().map(move |c| {
+                            let mut w = w.clone();
+                            w.push(*c);
+                            w
+                        })
+                    })
+                    .collect();
+                out.extend(next.iter().cloned());
+                last = next;
+            }
+            out
+        }
+        let patterns = all(b"ab*", 5);
+        let names = all(b"ab", 5);
+        for p in &patterns {
+            for n in &names {
+                let (ps, ns) = (
+                    std::str::from_utf8(p).unwrap(),
+                    std::str::from_utf8(n).unwrap(),
+                );
+                assert_eq!(
+                    pattern_matches(ps, ns),
+                    by_definition(p, n),
+                    "pattern {ps:?} name {ns:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn nesting_is_counted_outside_strings() {
+        assert_eq!(nesting_depth("1"), 0);
+        assert_eq!(nesting_depth(r#"{"a":[1,{"b":[]}]}"#), 4);
+        assert_eq!(nesting_depth(r#"["[[[{{", "\\", "\"[["]"#), 1);
+        assert_eq!(nesting_depth("[[],[[]]]"), 3);
+    }
+
+    #[test]
+    fn a_payload_deeper_than_the_limit_is_refused_and_one_at_it_reads_back() {
+        let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let message = |depth: usize| {
+            format!(
+                r#"{{"to":{{"all":true}},"payload":{{"deep":{}}}}}"#,
+                nested(depth - 1)
+            )
+        };
+        let at_limit = Submission::parse(message(MAX_PAYLOAD_DEPTH).as_bytes(), &limits())
+            .expect("the deepest payload allowed");
+        // What the collector's HTTP answers do with a payload.
+        let shown = serde_json::to_value(&at_limit.payload).expect("it reads back as a value");
+        assert!(shown["deep"].is_array());
+        // Why the limit: raw text of any depth parses, but not as a value.
+        let deeper: Box<RawValue> = serde_json::from_str(&nested(200)).unwrap();
+        assert!(serde_json::to_value(&deeper).is_err());
+        assert_eq!(
+            Submission::parse(message(MAX_PAYLOAD_DEPTH + 1).as_bytes(), &limits()).unwrap_err(),
+            Invalid::PayloadTooDeep(MAX_PAYLOAD_DEPTH)
+        );
+        // Far deeper than serde_json's recursion limit: an answer, no crash.
+        let unbounded = Limits {
+            max_payload_bytes: usize::MAX,
+            ..limits()
+        };
+        assert_eq!(
+            Submission::parse(message(100_000).as_bytes(), &unbounded).unwrap_err(),
+            Invalid::PayloadTooDeep(MAX_PAYLOAD_DEPTH)
+        );
     }
 
     #[test]

@@ -17,7 +17,14 @@
 //! * **Durability.** When `append` returns `Ok`, the batch survives a crash of
 //!   the store (MongoDB: majority, journaled write concern).
 //! * **Idempotency.** A message whose `key` was already appended is not stored
-//!   again: its result is the first message's id, marked `duplicate`.
+//!   again: its result is the first message's id, marked
+//!   [`Outcome::Duplicate`].
+//! * **Ids are per-message outcomes.** A message whose chosen `id` is already
+//!   a stored message's (or an earlier message's of the batch) is not stored:
+//!   with the same content ([`plan::same_content`]) it is a
+//!   [`Outcome::Duplicate`] of that message, with other content an
+//!   [`Outcome::Conflict`]. Either way the rest of the batch is stored as if
+//!   it were not there: a reused id never fails an append.
 //! * **Read order.** [`MessageStore::read_stream`] returns entries in seq order;
 //!   every seq up to a stream's head is readable once its append returned.
 //! * **Retention.** Entries expire after their message's ttl. A stream's
@@ -98,13 +105,48 @@ pub struct NewMessage {
 /// What `append` did with one message.
 #[derive(Clone, Debug)]
 pub struct Appended {
+    /// The message's id; for a duplicate, the first message's; for a
+    /// conflict, the id that is taken.
     pub id: String,
-    /// How many streams the message went to.
+    /// How many streams the message went to (a duplicate: the first
+    /// message's; a conflict: 0).
     pub recipients: usize,
-    /// The key was seen before; nothing was stored and `events` is empty.
-    pub duplicate: bool,
-    /// One event per stream, with the seq it took there.
+    pub outcome: Outcome,
+    /// One event per stream, with the seq it took there (empty unless
+    /// [`Outcome::Stored`]).
     pub events: Vec<Event>,
+}
+
+impl Appended {
+    /// Whether this message was stored by this append.
+    pub fn is_stored(&self) -> bool {
+        self.outcome == Outcome::Stored
+    }
+
+    /// Whether it repeats a message stored before (by key or by id).
+    pub fn is_duplicate(&self) -> bool {
+        self.outcome == Outcome::Duplicate
+    }
+
+    /// Whether its id belongs to a different message.
+    pub fn is_conflict(&self) -> bool {
+        self.outcome == Outcome::Conflict
+    }
+}
+
+/// What became of one message of an append. Only `Stored` wrote anything;
+/// the others are answers about messages already stored, so they never fail
+/// the batch they came in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stored now, with a seq in each of its streams.
+    Stored,
+    /// The same message was stored before: its `key` is known, or its `id`
+    /// is, with the same content. Nothing stored.
+    Duplicate,
+    /// Its `id` is a different message's. Nothing stored; the submitter
+    /// reused an id it should not have.
+    Conflict,
 }
 
 /// A stream's position as the store knows it.

@@ -7,7 +7,9 @@
 
 use futures::FutureExt;
 use herald_cluster::MongoStore;
-use herald_common::store::{Appended, DeliveryStatus, MessageStore, NewMessage, StreamProgress};
+use herald_common::store::{
+    Appended, DeliveryStatus, MessageStore, NewMessage, Outcome, StreamProgress,
+};
 use herald_contract::{MONGO_URI, contract, namespace};
 use herald_embedded::SqliteStore;
 use serde_json::value::RawValue;
@@ -81,6 +83,8 @@ contract!(
         progress_only_rises_and_shows_in_status,
         unpublished_until_marked,
         concurrent_appends_neither_duplicate_nor_skip,
+        a_reused_id_is_a_per_message_outcome,
+        an_id_reused_within_a_batch_follows_the_same_rule,
     ]
 );
 
@@ -100,7 +104,7 @@ async fn seqs_follow_batch_order_across_appends(store: Arc<dyn MessageStore>) {
     let second = store.append(vec![msg(&["user:a"], None, 4)]).await.unwrap();
     assert_eq!(seq_in(&second[0], "user:a"), 3);
     for a in first.iter().chain(&second) {
-        assert!(!a.duplicate);
+        assert!(a.is_stored());
         assert_eq!(a.recipients, 1);
         assert_eq!(uuid::Uuid::parse_str(&a.id).unwrap().get_version_num(), 7);
     }
@@ -155,8 +159,8 @@ async fn idempotency_keys_within_and_across_batches(store: Arc<dyn MessageStore>
         ])
         .await
         .unwrap();
-    assert!(!results[0].duplicate);
-    assert!(results[1].duplicate, "repeated within the batch");
+    assert!(results[0].is_stored());
+    assert!(results[1].is_duplicate(), "repeated within the batch");
     assert_eq!(results[1].id, results[0].id);
     assert_eq!(results[1].recipients, 2, "the first message's recipients");
     assert!(results[1].events.is_empty());
@@ -174,11 +178,11 @@ async fn idempotency_keys_within_and_across_batches(store: Arc<dyn MessageStore>
         ])
         .await
         .unwrap();
-    assert!(again[0].duplicate, "repeated across calls");
+    assert!(again[0].is_duplicate(), "repeated across calls");
     assert_eq!(again[0].id, results[3].id);
     assert_eq!(again[0].recipients, 1);
     assert!(again[0].events.is_empty());
-    assert!(!again[1].duplicate);
+    assert!(again[1].is_stored());
     assert_eq!(
         seq_in(&again[1], "user:c"),
         1,
@@ -189,7 +193,7 @@ async fn idempotency_keys_within_and_across_batches(store: Arc<dyn MessageStore>
         .append(vec![msg(&["user:d"], Some("k1"), 7)])
         .await
         .unwrap();
-    assert!(only_duplicates[0].duplicate);
+    assert!(only_duplicates[0].is_duplicate());
     assert_eq!(store.stream_info("user:d").await.unwrap().head, 0);
     assert_eq!(store.read_stream("user:a", 0, 10).await.unwrap().len(), 3);
 }
@@ -464,4 +468,96 @@ async fn concurrent_appends_neither_duplicate_nor_skip(store: Arc<dyn MessageSto
     assert_eq!(store.stream_info("user:hot").await.unwrap().head, total);
     let read = store.read_stream("user:hot", 0, 0).await.unwrap();
     assert_eq!(read.iter().map(|e| e.seq).collect::<Vec<_>>(), all);
+}
+
+/// `m` with the id its submitter chose.
+fn with_id(mut m: NewMessage, id: &str) -> NewMessage {
+    m.id = Some(id.to_string());
+    m
+}
+
+async fn a_reused_id_is_a_per_message_outcome(store: Arc<dyn MessageStore>) {
+    let id = uuid::Uuid::now_v7().to_string();
+    let first = store
+        .append(vec![with_id(msg(&["user:a", "user:b"], None, 1), &id)])
+        .await
+        .unwrap();
+    assert!(first[0].is_stored());
+    assert_eq!(first[0].id, id);
+
+    // The same message again (streams in another order), a different
+    // message under the same id, and an innocent message in the same batch.
+    let again = store
+        .append(vec![
+            with_id(msg(&["user:b", "user:a"], None, 1), &id),
+            with_id(msg(&["user:a"], None, 2), &id),
+            msg(&["user:a"], None, 3),
+        ])
+        .await
+        .expect("a reused id never fails the batch");
+    assert_eq!(again[0].outcome, Outcome::Duplicate);
+    assert_eq!(
+        (again[0].id.as_str(), again[0].recipients),
+        (id.as_str(), 2)
+    );
+    assert!(again[0].events.is_empty());
+    assert_eq!(again[1].outcome, Outcome::Conflict);
+    assert_eq!(again[1].id, id);
+    assert!(again[1].events.is_empty());
+    assert!(again[2].is_stored());
+    assert_eq!(seq_in(&again[2], "user:a"), 2, "neither took a seq");
+
+    let read = store.read_stream("user:a", 0, 10).await.unwrap();
+    let payloads: Vec<&str> = read.iter().map(|e| e.payload.get()).collect();
+    assert_eq!(payloads, [r#"{"n": 1}"#, r#"{"n": 3}"#]);
+    assert_eq!(store.stream_info("user:b").await.unwrap().head, 1);
+    let status = store.message_status(&id).await.unwrap().unwrap();
+    assert_eq!(
+        status.payload.get(),
+        r#"{"n": 1}"#,
+        "the first message stays"
+    );
+    assert_eq!(status.recipients.len(), 2);
+
+    // Alone in its batch, a conflict stores nothing and still answers.
+    let alone = store
+        .append(vec![with_id(msg(&["user:c"], None, 4), &id)])
+        .await
+        .unwrap();
+    assert!(alone[0].is_conflict());
+    assert_eq!(store.stream_info("user:c").await.unwrap().head, 0);
+    let pending = store.unpublished(0, 10).await.unwrap();
+    assert_eq!(
+        pending.len(),
+        2,
+        "only the two stored messages: {pending:?}"
+    );
+}
+
+async fn an_id_reused_within_a_batch_follows_the_same_rule(store: Arc<dyn MessageStore>) {
+    let id = uuid::Uuid::now_v7().to_string();
+    let results = store
+        .append(vec![
+            with_id(msg(&["user:a"], None, 1), &id),
+            with_id(msg(&["user:a"], None, 1), &id),
+            with_id(msg(&["user:a"], None, 2), &id),
+            msg(&["user:a"], None, 3),
+        ])
+        .await
+        .expect("a reused id never fails the batch");
+    let outcomes: Vec<Outcome> = results.iter().map(|a| a.outcome).collect();
+    assert_eq!(
+        outcomes,
+        [
+            Outcome::Stored,
+            Outcome::Duplicate,
+            Outcome::Conflict,
+            Outcome::Stored
+        ]
+    );
+    assert_eq!(results[1].id, id);
+    assert_eq!(results[1].recipients, 1);
+    assert_eq!(seq_in(&results[0], "user:a"), 1);
+    assert_eq!(seq_in(&results[3], "user:a"), 2);
+    assert_eq!(store.read_stream("user:a", 0, 10).await.unwrap().len(), 2);
 }

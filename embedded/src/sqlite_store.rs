@@ -32,7 +32,9 @@
 use async_trait::async_trait;
 use blocking::Fail;
 use herald_common::envelope::Event;
-use herald_common::store::plan::{AppendPlan, KnownKey, keys_to_look_up};
+use herald_common::store::plan::{
+    AppendPlan, Known, KnownId, KnownKey, ids_to_look_up, keys_to_look_up,
+};
 use herald_common::store::{
     Appended, DeliveryStatus, MessageStatus, MessageStore, NewMessage, StoreError, StreamInfo,
     StreamProgress, new_epoch,
@@ -319,33 +321,77 @@ async fn purge(db: &Arc<Db>) -> Result<u64, StoreError> {
     }
 }
 
+/// Keys already stored and not expired (an expired key the purge has not
+/// reached yet is free again).
+fn known_keys(
+    tx: &rusqlite::Transaction<'_>,
+    batch: &[NewMessage],
+    ts: i64,
+) -> Result<HashMap<String, KnownKey>, Fail> {
+    let mut known = HashMap::new();
+    let mut find = tx.prepare_cached(
+        "SELECT id, recipients FROM idempotency WHERE key = ?1 AND expires_at > ?2",
+    )?;
+    for key in keys_to_look_up(batch) {
+        let found: Option<(String, i64)> = find
+            .query_row(params![key, ts], |row| Ok((row.get(0)?, row.get(1)?)))
+            .optional()?;
+        if let Some((id, recipients)) = found {
+            let first = KnownKey {
+                id,
+                recipients: recipients as usize,
+            };
+            known.insert(key.to_string(), first);
+        }
+    }
+    Ok(known)
+}
+
+/// The ids the batch's submitters chose that a message already has, expired
+/// or not (its row holds the id until the purge removes it), with what the
+/// planner compares.
+fn known_ids(
+    tx: &rusqlite::Transaction<'_>,
+    batch: &[NewMessage],
+) -> Result<HashMap<String, KnownId>, Fail> {
+    let mut known = HashMap::new();
+    let mut sender = tx.prepare_cached("SELECT from_user FROM messages WHERE id = ?1")?;
+    let mut deliveries =
+        tx.prepare_cached("SELECT stream FROM deliveries WHERE id = ?1 ORDER BY position")?;
+    let mut one_entry = tx.prepare_cached("SELECT payload FROM entries WHERE id = ?1 LIMIT 1")?;
+    for id in ids_to_look_up(batch) {
+        let Some(from) = sender
+            .query_row([id], |row| row.get::<_, Option<String>>(0))
+            .optional()?
+        else {
+            continue;
+        };
+        let streams = deliveries
+            .query_map([id], |row| row.get(0))?
+            .collect::<Result<_, _>>()?;
+        let payload = one_entry.query_row([id], |row| row.get(0)).optional()?;
+        let taken = KnownId {
+            streams,
+            from,
+            payload,
+        };
+        known.insert(id.to_string(), taken);
+    }
+    Ok(known)
+}
+
 /// The body of one append transaction, as in the MongoDB store: the planner
-/// decides, this reads the keys, steps the counters and inserts the rows.
+/// decides, this reads the keys and ids, steps the counters and inserts the
+/// rows.
 fn append_in(
     tx: &rusqlite::Transaction<'_>,
     batch: &[NewMessage],
     ts: i64,
 ) -> Result<Vec<Appended>, Fail> {
-    // Keys already stored and not expired (an expired key the purge has not
-    // reached yet is free again).
-    let mut known: HashMap<String, KnownKey> = HashMap::new();
-    {
-        let mut find = tx.prepare_cached(
-            "SELECT id, recipients FROM idempotency WHERE key = ?1 AND expires_at > ?2",
-        )?;
-        for key in keys_to_look_up(batch) {
-            let found: Option<(String, i64)> = find
-                .query_row(params![key, ts], |row| Ok((row.get(0)?, row.get(1)?)))
-                .optional()?;
-            if let Some((id, recipients)) = found {
-                let first = KnownKey {
-                    id,
-                    recipients: recipients as usize,
-                };
-                known.insert(key.to_string(), first);
-            }
-        }
-    }
+    let known = Known {
+        keys: known_keys(tx, batch, ts)?,
+        ids: known_ids(tx, batch)?,
+    };
     let plan = AppendPlan::new(batch, known, ts);
     if plan.stores_nothing() {
         return Ok(plan.place(&HashMap::new()).results);

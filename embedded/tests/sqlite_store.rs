@@ -56,7 +56,7 @@ async fn sqlite_keeps_data_and_epoch_across_reopening() {
     assert_eq!((info.head, info.first, info.acked), (2, 1, 1));
     assert_eq!(store.read_stream("user:a", 0, 10).await.unwrap().len(), 2);
     let again = store.append(vec![to_a(Some("k"), 3, HOUR)]).await.unwrap();
-    assert!(again[0].duplicate);
+    assert!(again[0].is_duplicate());
     assert_eq!(again[0].id, id);
     let next = store.append(vec![to_a(None, 4, HOUR)]).await.unwrap();
     assert_eq!(seq(&next[0]), 3);
@@ -92,7 +92,7 @@ async fn sqlite_hides_then_purges_expired_messages() {
     assert_eq!(pending[0].0, appended[1].id);
     // Its key expired with it: the same key is a new message now.
     let again = store.append(vec![to_a(Some("k"), 3, HOUR)]).await.unwrap();
-    assert!(!again[0].duplicate);
+    assert!(again[0].is_stored());
     assert_eq!(seq(&again[0]), 3);
 
     // One entry, one message, one delivery (its key row was taken over by

@@ -5,6 +5,7 @@
 //! the same service code as the cluster, wired differently. The other
 //! subcommands run one cluster service each, exactly as its own binary does.
 
+mod demo;
 mod standalone;
 
 use clap::{Parser, Subcommand};

@@ -2,8 +2,6 @@
 //! implementations of the log, the route registry and the store.
 
 use anyhow::Context;
-use axum::Json;
-use axum::routing::get;
 use herald_common::config::{
     ApiKeyFlag, Cli, Secret, Settings, Tls, TlsFlags, environment, file_layout, load,
 };
@@ -29,8 +27,9 @@ pub struct Config {
     pub addr: SocketAddr,
     /// Where messages (SQLite), the API key and the token secret are kept.
     pub data_dir: PathBuf,
-    /// Let the demo page fetch the API key (`GET /demo/config`), so anyone
-    /// who can reach the address can mint tokens and send. Local use only.
+    /// Let the demo page fetch the API key (`GET /demo/config`, answered
+    /// only to a loopback `Host`), so any page opened on this machine can
+    /// mint tokens and send. For a local machine only.
     pub demo: bool,
     /// The API key; when empty, the one kept in the data directory.
     pub api_key: Secret,
@@ -64,8 +63,9 @@ pub struct Flags {
     #[arg(long, env = "HERALD_DATA_DIR")]
     data_dir: Option<PathBuf>,
 
-    /// Let the demo page fetch the API key (`GET /demo/config`), so anyone
-    /// who can reach the address can mint tokens and send. Local use only.
+    /// Let the demo page fetch the API key (`GET /demo/config`, answered
+    /// only to a loopback `Host`), so any page opened on this machine can
+    /// mint tokens and send. For a local machine only.
     #[arg(long, env = "HERALD_DEMO", num_args = 0..=1, require_equals = true,
           default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
     demo: Option<bool>,
@@ -249,14 +249,7 @@ pub async fn run(cli: Cli<Config>) -> anyhow::Result<()> {
         pusher::start(pusher, log, routes, store, verifier).await?,
     ];
     if own.demo {
-        let key = api_key.expose().to_string();
-        services.push(Service::always_ready(axum::Router::new().route(
-            "/demo/config",
-            get(move || {
-                let key = key.clone();
-                async move { Json(serde_json::json!({"api_key": key})) }
-            }),
-        )));
+        services.push(crate::demo::service(api_key.expose().to_string()));
     }
     let listener = Listener::bind(own.addr, &own.tls).await?;
     let bound = listener.local_addr()?;

@@ -301,3 +301,54 @@ fn refuses_unknown_keys_and_missing_required_settings() {
     );
     assert!(!out.status.success(), "a boolean must be a boolean");
 }
+
+#[test]
+fn refuses_secrets_shorter_than_16_bytes() {
+    let long = "a-long-enough-secret";
+    let refused = |args: &[&str], env: &[(&str, &str)], setting: &str| {
+        let out = herald(args, env);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "{args:?} started with a short {setting}"
+        );
+        assert!(
+            stderr.contains(setting) && stderr.contains("at least 16"),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            !stderr.contains("short-key"),
+            "the value is not shown: {stderr}"
+        );
+    };
+    refused(
+        &["collector"],
+        &[("HERALD_API_KEY", "short-key")],
+        "api_key",
+    );
+    refused(
+        &["authsvc"],
+        &[("HERALD_API_KEY", "short-key"), ("HERALD_JWT_SECRET", long)],
+        "api_key",
+    );
+    refused(
+        &["authsvc"],
+        &[("HERALD_API_KEY", long), ("HERALD_JWT_SECRET", "short-key")],
+        "jwt_secret",
+    );
+    // Standalone makes its own secrets when none is given; one the operator
+    // gives is held to the same rule.
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_str().unwrap();
+    refused(
+        &["standalone", "--data-dir", dir, "--addr", "127.0.0.1:0"],
+        &[("HERALD_API_KEY", "short-key")],
+        "api_key",
+    );
+    // --print-config shows a configuration, it runs nothing: no refusal.
+    let c = printed(
+        &["collector", "--print-config"],
+        &[("HERALD_API_KEY", "short-key")],
+    );
+    assert_eq!(c["collector"]["api_key"].as_str(), Some("********"));
+}

@@ -103,6 +103,12 @@ impl WsClient {
         Ok(out)
     }
 
+    /// Sends `text` as a text frame, whatever it holds.
+    pub async fn send_text(&mut self, text: &str) -> Result<()> {
+        self.socket.send(Message::Text(text.into())).await?;
+        Ok(())
+    }
+
     pub async fn send_json(&mut self, frame: Value) -> Result<()> {
         self.socket
             .send(Message::Text(frame.to_string().into()))

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 pub use client::WsClient;
 
-pub const API_KEY: &str = "test-api-key";
-pub const JWT_SECRET: &str = "test-jwt-secret";
+pub const API_KEY: &str = "test-api-key-0123456789";
+pub const JWT_SECRET: &str = "test-jwt-secret-0123456789";
 pub const KAFKA: &str = "127.0.0.1:9092";
 pub const REDIS: &str = "redis://127.0.0.1:6379/";
 pub const MONGO: &str = "mongodb://127.0.0.1:27017/?directConnection=true";

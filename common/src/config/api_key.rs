@@ -1,7 +1,7 @@
 //! The API key: the shared secret business systems present to the collector
 //! and authsvc as `Authorization: Bearer <api key>`.
 
-use super::{Secret, required};
+use super::Secret;
 use serde::Serialize;
 
 /// The `--api-key` flag (`HERALD_API_KEY`) of every program that checks the
@@ -15,11 +15,9 @@ pub struct ApiKeyFlag {
 }
 
 impl ApiKeyFlag {
-    /// Refuses a program's unset `api_key`, naming every way to set it.
+    /// Refuses a program's unset or short `api_key` (see
+    /// [`Secret::require`]), naming every way to set it.
     pub fn require(section: &str, key: &Secret) -> Result<(), String> {
-        if key.is_empty() {
-            return Err(required(section, "api_key", "--api-key or HERALD_API_KEY"));
-        }
-        Ok(())
+        key.require(section, "api_key", "--api-key or HERALD_API_KEY")
     }
 }

@@ -27,7 +27,7 @@ pub use cli::{Cli, environment};
 pub use infra::{Infra, InfraFlags};
 pub use layers::{file_layout, load};
 pub use limits::LimitsFlags;
-pub use secret::Secret;
+pub use secret::{MIN_SECRET_BYTES, Secret};
 pub use tls::{Tls, TlsFlags};
 
 use serde::Serialize;

@@ -7,6 +7,12 @@ use std::fmt;
 /// What a secret looks like wherever it is shown.
 const MASK: &str = "********";
 
+/// The fewest bytes a secret setting may have. A token is an HMAC anyone
+/// holding it can test guesses of the secret against, offline and at
+/// billions a second, and an API key is tried online: 16 bytes of a random
+/// string is out of reach of both; an empty or word-sized one is not.
+pub const MIN_SECRET_BYTES: usize = 16;
+
 /// A secret string. `Debug` and `Serialize` show only whether it is set
 /// (`********`, or `""` when empty), so a configuration can be logged or
 /// printed whole; the service reads the value with [`Secret::expose`].
@@ -26,6 +32,24 @@ impl Secret {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// Refuses this secret, the setting `key` of `section`, when it is unset
+    /// or shorter than [`MIN_SECRET_BYTES`]: the message names the setting
+    /// and every way to set it (`flag_and_env`), never the value.
+    pub fn require(&self, section: &str, key: &str, flag_and_env: &str) -> Result<(), String> {
+        if self.0.is_empty() {
+            return Err(super::required(section, key, flag_and_env));
+        }
+        if self.0.len() < MIN_SECRET_BYTES {
+            return Err(format!(
+                "`{key}` is {} bytes, too short to be secret: give at least {MIN_SECRET_BYTES} \
+                 (a random string), with {flag_and_env}, or `{key}` in the [{section}] section \
+                 of the --config file",
+                self.0.len()
+            ));
+        }
+        Ok(())
     }
 
     fn shown(&self) -> &'static str {
@@ -70,5 +94,19 @@ mod tests {
         assert_eq!(serde_json::to_string(&Secret::default()).unwrap(), "\"\"");
         let read: Secret = serde_json::from_str("\"hunter2\"").unwrap();
         assert_eq!(read, key);
+    }
+
+    #[test]
+    fn a_required_secret_must_be_set_and_long_enough() {
+        let how = "--api-key or HERALD_API_KEY";
+        let unset = Secret::default().require("collector", "api_key", how);
+        assert!(unset.unwrap_err().contains("is not set"));
+        let short = Secret::from("fifteen-bytes!!").require("collector", "api_key", how);
+        let message = short.unwrap_err();
+        assert!(message.contains("15 bytes") && message.contains("at least 16"));
+        assert!(message.contains(how) && message.contains("[collector]"));
+        assert!(!message.contains("fifteen"), "the value is not shown");
+        let long = Secret::from("sixteen-bytes!!!");
+        assert_eq!(long.require("collector", "api_key", how), Ok(()));
     }
 }

@@ -5,9 +5,11 @@
 //! transaction:
 //!
 //! 1. read what it knows of the batch's idempotency keys
-//!    ([`keys_to_look_up`]) and make an [`AppendPlan`] of them: which messages
-//!    are duplicates (of a stored key, or of a key earlier in the batch), the
-//!    ids of the fresh ones, and how many seqs each stream takes;
+//!    ([`keys_to_look_up`]) and chosen ids ([`ids_to_look_up`]) and make an
+//!    [`AppendPlan`] of them: which messages are duplicates (of a stored key
+//!    or id, or of one earlier in the batch), which reuse an id of a
+//!    different message (conflicts), the ids of the fresh ones, and how many
+//!    seqs each stream takes;
 //! 2. step each stream's counter by its [`AppendPlan::counts`], in that
 //!    (sorted) order;
 //! 3. hand the counters' new values to [`AppendPlan::place`], which gives
@@ -20,9 +22,9 @@
 //!
 //! [`MessageStore::append`]: super::MessageStore::append
 
-use super::{Appended, NewMessage};
+use super::{Appended, NewMessage, Outcome};
 use crate::envelope::Event;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// What the store knows of an idempotency key: the message that first
 /// carried it.
@@ -32,15 +34,87 @@ pub struct KnownKey {
     pub recipients: usize,
 }
 
+/// What the store knows of a message id already taken: enough of its
+/// message to tell a repeat of it from a different message reusing the id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KnownId {
+    /// Its streams, in any order.
+    pub streams: Vec<String>,
+    pub from: Option<String>,
+    /// Its payload's JSON text; `None` when its entries are already gone
+    /// (expired, not yet purged with the rest): with nothing to compare, a
+    /// reuse is a conflict.
+    pub payload: Option<String>,
+}
+
+/// Everything a store looked up before planning.
+#[derive(Clone, Debug, Default)]
+pub struct Known {
+    /// By idempotency key.
+    pub keys: HashMap<String, KnownKey>,
+    /// By message id, whether or not the message has expired: a store's id
+    /// stays taken until its message is purged.
+    pub ids: HashMap<String, KnownId>,
+}
+
 /// The batch's idempotency keys, each once, in batch order: what a store
 /// looks up before planning.
 pub fn keys_to_look_up(batch: &[NewMessage]) -> Vec<&str> {
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = HashSet::new();
     batch
         .iter()
         .filter_map(|m| m.key.as_deref())
         .filter(|key| seen.insert(*key))
         .collect()
+}
+
+/// The ids the batch's submitters chose, each once, in batch order: what a
+/// store looks up before planning, so that a reused id is an answer rather
+/// than a failed insert.
+pub fn ids_to_look_up(batch: &[NewMessage]) -> Vec<&str> {
+    let mut seen = HashSet::new();
+    batch
+        .iter()
+        .filter_map(|m| m.id.as_deref())
+        .filter(|id| seen.insert(*id))
+        .collect()
+}
+
+/// Whether `message` is the message stored as `known`: the same streams (in
+/// any order), the same sender and byte for byte the same payload. Key and
+/// ttl are not compared: a producer repeating a message may well have added
+/// a key, and the ttl is not kept.
+pub fn same_content(known: &KnownId, message: &NewMessage) -> bool {
+    Content::of_known(known) == Content::of(message)
+}
+
+/// What [`same_content`] compares.
+#[derive(PartialEq, Eq)]
+struct Content<'a> {
+    /// Sorted.
+    streams: Vec<&'a str>,
+    from: Option<&'a str>,
+    payload: Option<&'a str>,
+}
+
+impl<'a> Content<'a> {
+    fn new(streams: &'a [String], from: Option<&'a str>, payload: Option<&'a str>) -> Self {
+        let mut streams: Vec<&str> = streams.iter().map(String::as_str).collect();
+        streams.sort_unstable();
+        Self {
+            streams,
+            from,
+            payload,
+        }
+    }
+
+    fn of(m: &'a NewMessage) -> Self {
+        Self::new(&m.streams, m.from.as_deref(), Some(m.payload.get()))
+    }
+
+    fn of_known(k: &'a KnownId) -> Self {
+        Self::new(&k.streams, k.from.as_deref(), k.payload.as_deref())
+    }
 }
 
 /// An append before the counters are stepped.
@@ -78,25 +152,81 @@ pub struct Placed<'a> {
     pub results: Vec<Appended>,
 }
 
+/// A message that is not stored: its answer.
+fn not_stored(id: String, recipients: usize, outcome: Outcome) -> Appended {
+    Appended {
+        id,
+        recipients,
+        outcome,
+        events: Vec::new(),
+    }
+}
+
 impl<'a> AppendPlan<'a> {
     /// Plans `batch`, accepted at `ts` (unix ms), given what the store
-    /// knows of its keys. A message whose key is known, or carried by an
-    /// earlier message of the batch, is a duplicate: it resolves to the first
-    /// message's id and recipients and is not stored. Every other message is
-    /// fresh: it keeps the id its submitter chose or gets a new UUIDv7.
-    pub fn new(batch: &'a [NewMessage], mut known: HashMap<String, KnownKey>, ts: i64) -> Self {
+    /// knows of its keys and ids. In batch order, a message is:
+    ///
+    /// * a duplicate when its key is known, or carried by an earlier message
+    ///   of the batch: it resolves to the first message's id and recipients;
+    /// * else, when its chosen id is known, or chosen by an earlier stored
+    ///   message of the batch: a duplicate of that message if it has the
+    ///   [same content](same_content), a conflict if not;
+    /// * else fresh: it keeps the id its submitter chose or gets a new
+    ///   UUIDv7, and is the one stored.
+    ///
+    /// Duplicates and conflicts are not stored and take no seq.
+    pub fn new(batch: &'a [NewMessage], known: Known, ts: i64) -> Self {
+        let Known {
+            keys: mut known_keys,
+            ids: known_ids,
+        } = known;
+        // Ids taken by fresh messages of this batch: the index of the message.
+        let mut chosen: HashMap<&str, usize> = HashMap::new();
         let mut results = Vec::with_capacity(batch.len());
         let mut fresh = Vec::new();
         let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
         for (i, m) in batch.iter().enumerate() {
-            if let Some(first) = m.key.as_ref().and_then(|k| known.get(k)) {
-                results.push(Appended {
-                    id: first.id.clone(),
-                    recipients: first.recipients,
-                    duplicate: true,
-                    events: Vec::new(),
-                });
+            if let Some(first) = m.key.as_ref().and_then(|k| known_keys.get(k)) {
+                results.push(not_stored(
+                    first.id.clone(),
+                    first.recipients,
+                    Outcome::Duplicate,
+                ));
                 continue;
+            }
+            if let Some(id) = m.id.as_deref() {
+                // The message that took the id first, if one did: is this
+                // the same message, and how many streams it went to.
+                let taken = if let Some(stored) = known_ids.get(id) {
+                    Some((same_content(stored, m), stored.streams.len()))
+                } else {
+                    chosen.get(id).map(|&first| {
+                        let first = &batch[first];
+                        (Content::of(first) == Content::of(m), first.streams.len())
+                    })
+                };
+                match taken {
+                    Some((true, recipients)) => {
+                        // A later repeat of this key in the batch is the
+                        // same message again.
+                        if let Some(key) = &m.key {
+                            let first = KnownKey {
+                                id: id.to_string(),
+                                recipients,
+                            };
+                            known_keys.insert(key.clone(), first);
+                        }
+                        results.push(not_stored(id.to_string(), recipients, Outcome::Duplicate));
+                        continue;
+                    }
+                    Some((false, _)) => {
+                        results.push(not_stored(id.to_string(), 0, Outcome::Conflict));
+                        continue;
+                    }
+                    None => {
+                        chosen.insert(id, i);
+                    }
+                }
             }
             let id =
                 m.id.clone()
@@ -106,7 +236,7 @@ impl<'a> AppendPlan<'a> {
                     id: id.clone(),
                     recipients: m.streams.len(),
                 };
-                known.insert(key.clone(), first);
+                known_keys.insert(key.clone(), first);
             }
             for stream in &m.streams {
                 *counts.entry(stream.as_str()).or_insert(0) += 1;
@@ -114,7 +244,7 @@ impl<'a> AppendPlan<'a> {
             results.push(Appended {
                 id,
                 recipients: m.streams.len(),
-                duplicate: false,
+                outcome: Outcome::Stored,
                 events: Vec::with_capacity(m.streams.len()),
             });
             fresh.push(i);
@@ -128,7 +258,7 @@ impl<'a> AppendPlan<'a> {
         }
     }
 
-    /// Whether every message is a duplicate: the store has nothing to write,
+    /// Whether no message is fresh: the store has nothing to write,
     /// and `place` (with no heads) gives the answer.
     pub fn stores_nothing(&self) -> bool {
         self.fresh.is_empty()
@@ -229,8 +359,8 @@ mod tests {
         }
     }
 
-    fn known(entries: &[(&str, &str, usize)]) -> HashMap<String, KnownKey> {
-        entries
+    fn known(entries: &[(&str, &str, usize)]) -> Known {
+        let keys = entries
             .iter()
             .map(|(key, id, recipients)| {
                 let first = KnownKey {
@@ -239,7 +369,36 @@ mod tests {
                 };
                 (key.to_string(), first)
             })
-            .collect()
+            .collect();
+        Known {
+            keys,
+            ids: HashMap::new(),
+        }
+    }
+
+    /// `m` with its submitter's `id`.
+    fn with_id(mut m: NewMessage, id: &str) -> NewMessage {
+        m.id = Some(id.to_string());
+        m
+    }
+
+    /// What a store knows of the id of `m`, stored before.
+    fn known_ids(stored: &[&NewMessage]) -> Known {
+        let ids = stored
+            .iter()
+            .map(|m| {
+                let known = KnownId {
+                    streams: m.streams.clone(),
+                    from: m.from.clone(),
+                    payload: Some(m.payload.get().to_string()),
+                };
+                (m.id.clone().unwrap(), known)
+            })
+            .collect();
+        Known {
+            keys: HashMap::new(),
+            ids,
+        }
     }
 
     fn heads(entries: &[(&'static str, u64)]) -> HashMap<&'static str, u64> {
@@ -275,7 +434,7 @@ mod tests {
             msg(&["topic:t"], None),
             chosen,
         ];
-        let plan = AppendPlan::new(&batch, HashMap::new(), TS);
+        let plan = AppendPlan::new(&batch, Known::default(), TS);
         assert!(!plan.stores_nothing());
         let counts: Vec<(&str, u64)> = plan.counts().iter().map(|(s, n)| (*s, *n)).collect();
         assert_eq!(counts, [("topic:t", 2), ("user:a", 2)], "sorted by stream");
@@ -288,7 +447,7 @@ mod tests {
         assert_eq!(seqs(&results[2]), [("user:a", 2)]);
         assert_eq!(results[2].id, "chosen-id");
         for r in results {
-            assert!(!r.duplicate);
+            assert!(r.is_stored());
             assert_eq!(r.recipients, r.events.len());
         }
         let made = uuid::Uuid::parse_str(&results[0].id).unwrap();
@@ -321,7 +480,7 @@ mod tests {
         );
         let placed = plan.place(&heads(&[("user:a", 1)]));
         let dup = &placed.results[0];
-        assert!(dup.duplicate);
+        assert!(dup.is_duplicate());
         assert_eq!((dup.id.as_str(), dup.recipients), ("first-id", 3));
         assert!(dup.events.is_empty());
         assert_eq!(seqs(&placed.results[1]), [("user:a", 1)]);
@@ -336,13 +495,13 @@ mod tests {
             msg(&["user:c"], Some("k")),
             msg(&["user:a"], None),
         ];
-        let plan = AppendPlan::new(&batch, HashMap::new(), TS);
+        let plan = AppendPlan::new(&batch, Known::default(), TS);
         assert_eq!(plan.counts().get("user:c"), None);
         let placed = plan.place(&heads(&[("user:a", 2), ("user:b", 1)]));
         let [first, repeat, other] = &placed.results[..] else {
             panic!("three results");
         };
-        assert!(repeat.duplicate);
+        assert!(repeat.is_duplicate());
         assert_eq!(repeat.id, first.id);
         assert_eq!(repeat.recipients, 2, "the first message's recipients");
         assert!(repeat.events.is_empty());
@@ -367,8 +526,130 @@ mod tests {
             placed
                 .results
                 .iter()
-                .all(|r| r.duplicate && r.id == "first-id")
+                .all(|r| r.is_duplicate() && r.id == "first-id")
         );
+    }
+
+    #[test]
+    fn ids_are_looked_up_once_each_in_batch_order() {
+        let batch = [
+            with_id(msg(&["user:a"], None), "id-2"),
+            msg(&["user:a"], None),
+            with_id(msg(&["user:a"], None), "id-1"),
+            with_id(msg(&["user:b"], None), "id-2"),
+        ];
+        assert_eq!(ids_to_look_up(&batch), ["id-2", "id-1"]);
+        assert!(ids_to_look_up(&[msg(&["user:a"], None)]).is_empty());
+    }
+
+    #[test]
+    fn a_stored_id_with_the_same_content_is_a_duplicate() {
+        let stored = with_id(msg(&["user:a", "user:b"], None), "taken");
+        // The same message, its streams named in another order and with a
+        // key it did not have: still the same message.
+        let mut repeat = with_id(msg(&["user:b", "user:a"], Some("k")), "taken");
+        repeat.ttl_secs = 5;
+        let batch = [repeat, msg(&["user:a"], None), msg(&["user:c"], Some("k"))];
+        let plan = AppendPlan::new(&batch, known_ids(&[&stored]), TS);
+        let counts: Vec<(&str, u64)> = plan.counts().iter().map(|(s, n)| (*s, *n)).collect();
+        assert_eq!(counts, [("user:a", 1)], "only the other message is stored");
+        let placed = plan.place(&heads(&[("user:a", 4)]));
+        let [dup, other, by_key] = &placed.results[..] else {
+            panic!("three results");
+        };
+        assert_eq!(dup.outcome, Outcome::Duplicate);
+        assert_eq!((dup.id.as_str(), dup.recipients), ("taken", 2));
+        assert!(dup.events.is_empty());
+        assert!(other.is_stored());
+        assert_eq!(seqs(other), [("user:a", 4)]);
+        assert!(by_key.is_duplicate(), "its key now names the same message");
+        assert_eq!((by_key.id.as_str(), by_key.recipients), ("taken", 2));
+        assert_eq!(placed.placements.len(), 1);
+    }
+
+    #[test]
+    fn a_stored_id_with_other_content_is_a_conflict() {
+        let stored = with_id(msg(&["user:a"], None), "taken");
+        let mut other_payload = with_id(msg(&["user:a"], None), "taken");
+        other_payload.payload = RawValue::from_string(r#"{"n":2}"#.to_string()).unwrap();
+        let mut other_sender = with_id(msg(&["user:a"], None), "taken");
+        other_sender.from = None;
+        let other_streams = with_id(msg(&["user:a", "user:b"], None), "taken");
+        // The same JSON value written differently is other content: payloads
+        // are kept byte for byte.
+        let mut other_text = with_id(msg(&["user:a"], None), "taken");
+        other_text.payload = RawValue::from_string(r#"{"n": 1}"#.to_string()).unwrap();
+        let batch = [
+            other_payload,
+            other_sender,
+            other_streams,
+            other_text,
+            msg(&["user:a"], None),
+        ];
+        let plan = AppendPlan::new(&batch, known_ids(&[&stored]), TS);
+        assert_eq!(plan.counts().get("user:a"), Some(&1));
+        assert_eq!(plan.counts().get("user:b"), None);
+        let placed = plan.place(&heads(&[("user:a", 2)]));
+        for conflict in &placed.results[..4] {
+            assert_eq!(conflict.outcome, Outcome::Conflict, "{conflict:?}");
+            assert_eq!((conflict.id.as_str(), conflict.recipients), ("taken", 0));
+            assert!(conflict.events.is_empty());
+        }
+        assert!(placed.results[4].is_stored());
+        assert_eq!(seqs(&placed.results[4]), [("user:a", 2)]);
+        assert_eq!(placed.placements.len(), 1);
+    }
+
+    #[test]
+    fn an_id_whose_payload_is_gone_cannot_be_confirmed_so_conflicts() {
+        let stored = with_id(msg(&["user:a"], None), "taken");
+        let mut known = known_ids(&[&stored]);
+        known.ids.get_mut("taken").unwrap().payload = None;
+        let batch = [with_id(msg(&["user:a"], None), "taken")];
+        let plan = AppendPlan::new(&batch, known, TS);
+        assert!(plan.stores_nothing());
+        let placed = plan.place(&HashMap::new());
+        assert!(placed.results[0].is_conflict());
+    }
+
+    #[test]
+    fn an_id_repeated_in_the_batch_follows_the_same_rule() {
+        let first = with_id(msg(&["user:a"], None), "once");
+        let same = with_id(msg(&["user:a"], None), "once");
+        let mut other = with_id(msg(&["user:a"], None), "once");
+        other.payload = RawValue::from_string("2".to_string()).unwrap();
+        let batch = [first, same, other, msg(&["user:a"], None)];
+        let plan = AppendPlan::new(&batch, Known::default(), TS);
+        assert_eq!(
+            plan.counts().get("user:a"),
+            Some(&2),
+            "the first and the last"
+        );
+        let placed = plan.place(&heads(&[("user:a", 2)]));
+        let [first, same, other, last] = &placed.results[..] else {
+            panic!("four results");
+        };
+        assert!(first.is_stored());
+        assert_eq!(first.id, "once");
+        assert_eq!(seqs(first), [("user:a", 1)]);
+        assert!(same.is_duplicate());
+        assert_eq!((same.id.as_str(), same.recipients), ("once", 1));
+        assert!(other.is_conflict());
+        assert_eq!(other.id, "once");
+        assert_eq!(seqs(last), [("user:a", 2)]);
+        let ids: Vec<&str> = placed.placements.iter().map(|p| p.id.as_str()).collect();
+        assert_eq!(ids, ["once", last.id.as_str()], "the id is stored once");
+    }
+
+    #[test]
+    fn a_known_key_wins_over_the_id() {
+        // A retried client publish: the same key, a new id the store has
+        // never seen. The key makes it a duplicate of the first.
+        let batch = [with_id(msg(&["user:a"], Some("k")), "new-id")];
+        let placed =
+            AppendPlan::new(&batch, known(&[("k", "first-id", 1)]), TS).place(&HashMap::new());
+        assert!(placed.results[0].is_duplicate());
+        assert_eq!(placed.results[0].id, "first-id");
     }
 
     #[test]
@@ -376,7 +657,7 @@ mod tests {
         let mut forever = msg(&["user:a"], None);
         forever.ttl_secs = u64::MAX;
         let batch = [forever];
-        let placed = AppendPlan::new(&batch, HashMap::new(), TS).place(&heads(&[("user:a", 1)]));
+        let placed = AppendPlan::new(&batch, Known::default(), TS).place(&heads(&[("user:a", 1)]));
         assert_eq!(placed.placements[0].expires_at, i64::MAX);
     }
 
@@ -384,13 +665,13 @@ mod tests {
     #[should_panic(expected = "no head for stream user:a")]
     fn a_store_that_did_not_step_a_counter_is_a_bug() {
         let batch = [msg(&["user:a"], None)];
-        AppendPlan::new(&batch, HashMap::new(), TS).place(&HashMap::new());
+        AppendPlan::new(&batch, Known::default(), TS).place(&HashMap::new());
     }
 
     #[test]
     #[should_panic(expected = "below its count")]
     fn a_head_below_the_count_is_a_bug() {
         let batch = [msg(&["user:a"], None), msg(&["user:a"], None)];
-        AppendPlan::new(&batch, HashMap::new(), TS).place(&heads(&[("user:a", 1)]));
+        AppendPlan::new(&batch, Known::default(), TS).place(&heads(&[("user:a", 1)]));
     }
 }
