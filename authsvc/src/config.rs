@@ -1,6 +1,6 @@
-//! authsvc's settings: the `[authsvc]` section and `[limits]`.
+//! authsvc's settings: the `[authsvc]` section, `[limits]` and `[tls]`.
 
-use herald_common::config::{ApiKeyFlag, LimitsFlags, Secret, Settings};
+use herald_common::config::{ApiKeyFlag, LimitsFlags, Secret, Settings, Tls, TlsFlags};
 use herald_common::envelope::Limits;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -24,6 +24,8 @@ pub struct Config {
     pub max_pattern_stars: usize,
     /// The shared limits (the longest user id).
     pub limits: Limits,
+    /// TLS on `addr` (the shared `[tls]` section): HTTPS and wss://.
+    pub tls: Tls,
 }
 
 impl Default for Config {
@@ -36,6 +38,7 @@ impl Default for Config {
             max_ttl_secs: 30 * 24 * 3600,
             max_pattern_stars: 8,
             limits: Limits::default(),
+            tls: Tls::default(),
         }
     }
 }
@@ -70,14 +73,18 @@ pub struct Flags {
 
     #[command(flatten)]
     pub limits: LimitsFlags,
+
+    #[command(flatten)]
+    pub tls: TlsFlags,
 }
 
 impl Settings for Config {
     const SECTION: &'static str = "authsvc";
-    const SHARED: &'static [&'static str] = &["limits"];
+    const SHARED: &'static [&'static str] = &["limits", "tls"];
     type Flags = Flags;
 
     fn check(&self) -> Result<(), String> {
+        self.tls.check()?;
         ApiKeyFlag::require(Self::SECTION, &self.api_key)?;
         self.jwt_secret.require(
             Self::SECTION,

@@ -39,8 +39,8 @@ pub fn start(config: Config) -> Service {
 
 /// Serves authsvc until the process is asked to stop.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let addr = config.addr;
-    start(config).serve(addr, "authsvc").await
+    let (addr, tls) = (config.addr, config.tls.clone());
+    start(config).serve(addr, &tls, "authsvc").await
 }
 
 #[derive(Deserialize)]

@@ -1,7 +1,7 @@
-//! The collector's settings: the `[collector]` section, `[infra]` and
-//! `[limits]`.
+//! The collector's settings: the `[collector]` section, `[infra]`,
+//! `[limits]` and `[tls]`.
 
-use herald_common::config::{ApiKeyFlag, Infra, InfraFlags, LimitsFlags, Secret, Settings};
+use herald_common::config::{Tls, TlsFlags, ApiKeyFlag, Infra, InfraFlags, LimitsFlags, Secret, Settings};
 use herald_common::envelope::Limits;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -26,6 +26,8 @@ pub struct Config {
     pub infra: Infra,
     /// What a submission may be, over HTTP or the ingest topic alike.
     pub limits: Limits,
+    /// TLS on `addr` (the shared `[tls]` section): HTTPS and wss://.
+    pub tls: Tls,
 }
 
 impl Default for Config {
@@ -39,6 +41,7 @@ impl Default for Config {
             fault_crash_after_store: false,
             infra: Infra::default(),
             limits: Limits::default(),
+            tls: Tls::default(),
         }
     }
 }
@@ -78,14 +81,18 @@ pub struct Flags {
 
     #[command(flatten)]
     pub limits: LimitsFlags,
+
+    #[command(flatten)]
+    pub tls: TlsFlags,
 }
 
 impl Settings for Config {
     const SECTION: &'static str = "collector";
-    const SHARED: &'static [&'static str] = &["infra", "limits"];
+    const SHARED: &'static [&'static str] = &["infra", "limits", "tls"];
     type Flags = Flags;
 
     fn check(&self) -> Result<(), String> {
+        self.tls.check()?;
         ApiKeyFlag::require(Self::SECTION, &self.api_key)
     }
 }

@@ -65,8 +65,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         MongoStore::connect(&config.infra.mongo_uri, &config.infra.names().database()).await?,
     );
     let log: Arc<dyn Log> = Arc::new(KafkaLog::connect(KafkaConfig::from(&config.infra))?);
-    let addr = config.addr;
-    start(config, store, log).serve(addr, "collector").await
+    let (addr, tls) = (config.addr, config.tls.clone());
+    start(config, store, log).serve(addr, &tls, "collector").await
 }
 
 /// Starts the collector on the given store and log (the cluster passes

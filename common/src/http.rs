@@ -155,14 +155,19 @@ impl Service {
             .route("/metrics", get(move || async move { metrics() }))
     }
 
-    /// Serves the service on `addr` until the process is asked to stop.
-    pub async fn serve(self, addr: std::net::SocketAddr, name: &str) -> anyhow::Result<()> {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        tracing::info!(addr = %listener.local_addr()?, "{name} listening");
-        axum::serve(listener, self.into_router())
-            .with_graceful_shutdown(shutdown_signal())
-            .await?;
-        Ok(())
+    /// Serves the service on `addr` (with TLS when `tls` names a
+    /// certificate) until the process is asked to stop.
+    pub async fn serve(
+        self,
+        addr: std::net::SocketAddr,
+        tls: &crate::config::Tls,
+        name: &str,
+    ) -> anyhow::Result<()> {
+        let listener = crate::listener::Listener::bind(addr, tls).await?;
+        tracing::info!(addr = %listener.local_addr()?, scheme = listener.scheme(), "{name} listening");
+        listener
+            .serve(self.into_router(), shutdown_signal())
+            .await
     }
 }
 

@@ -23,6 +23,7 @@ pub mod envelope;
 pub mod error;
 pub mod http;
 pub mod identity;
+pub mod listener;
 pub mod log;
 pub mod metrics;
 pub mod names;

@@ -1,6 +1,6 @@
-//! The dispatcher's settings: the `[dispatcher]` section and `[infra]`.
+//! The dispatcher's settings: the `[dispatcher]` section, `[infra]` and `[tls]`.
 
-use herald_common::config::{Infra, InfraFlags, Settings};
+use herald_common::config::{Infra, InfraFlags, Settings, Tls, TlsFlags};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
@@ -13,6 +13,8 @@ pub struct Config {
     /// Most events routed per batch (one registry round trip each).
     pub batch: usize,
     pub infra: Infra,
+    /// TLS on `addr` (the shared `[tls]` section): HTTPS and wss://.
+    pub tls: Tls,
 }
 
 impl Default for Config {
@@ -21,6 +23,7 @@ impl Default for Config {
             addr: SocketAddr::from(([127, 0, 0, 1], 7003)),
             batch: 500,
             infra: Infra::default(),
+            tls: Tls::default(),
         }
     }
 }
@@ -38,14 +41,18 @@ pub struct Flags {
 
     #[command(flatten)]
     pub infra: InfraFlags,
+
+    #[command(flatten)]
+    pub tls: TlsFlags,
 }
 
 impl Settings for Config {
     const SECTION: &'static str = "dispatcher";
-    const SHARED: &'static [&'static str] = &["infra"];
+    const SHARED: &'static [&'static str] = &["infra", "tls"];
     type Flags = Flags;
 
     fn check(&self) -> Result<(), String> {
+        self.tls.check()?;
         if self.batch == 0 {
             return Err("`batch` must be at least 1".into());
         }

@@ -36,8 +36,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let routes: Arc<dyn RouteRegistry> = Arc::new(
         RedisRoutes::connect(&RedisConfig::from(&config.infra), config.infra.names()).await?,
     );
-    let addr = config.addr;
-    start(config, log, routes).serve(addr, "dispatcher").await
+    let (addr, tls) = (config.addr, config.tls.clone());
+    start(config, log, routes).serve(addr, &tls, "dispatcher").await
 }
 
 /// Starts a dispatcher on the given log and route registry; it routes from

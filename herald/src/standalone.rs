@@ -2,8 +2,11 @@
 //! implementations of the log, the route registry and the store.
 
 use anyhow::Context;
-use herald_common::config::{ApiKeyFlag, Cli, Secret, Settings, environment, file_layout, load};
+use herald_common::config::{
+    ApiKeyFlag, Cli, Secret, Settings, Tls, TlsFlags, environment, file_layout, load,
+};
 use herald_common::http::Service;
+use herald_common::listener::Listener;
 use herald_common::log::Log;
 use herald_common::routes::RouteRegistry;
 use herald_common::store::MessageStore;
@@ -32,6 +35,8 @@ pub struct Config {
     pub api_key: Secret,
     /// The token secret; when empty, the one kept in the data directory.
     pub jwt_secret: Secret,
+    /// TLS on `addr` (the shared `[tls]` section): HTTPS and wss://.
+    pub tls: Tls,
 }
 
 impl Default for Config {
@@ -42,6 +47,7 @@ impl Default for Config {
             demo: false,
             api_key: Secret::default(),
             jwt_secret: Secret::default(),
+            tls: Tls::default(),
         }
     }
 }
@@ -72,12 +78,19 @@ pub struct Flags {
     /// The token secret (else the one kept in the data directory).
     #[arg(long, env = "HERALD_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
+
+    #[command(flatten)]
+    tls: TlsFlags,
 }
 
 impl Settings for Config {
     const SECTION: &'static str = "standalone";
-    const SHARED: &'static [&'static str] = &[];
+    const SHARED: &'static [&'static str] = &["tls"];
     type Flags = Flags;
+
+    fn check(&self) -> Result<(), String> {
+        self.tls.check()
+    }
 }
 
 /// A secret kept in the data directory, else made now and kept there: stable
@@ -201,6 +214,8 @@ pub async fn run(cli: Cli<Config>) -> anyhow::Result<()> {
         print!("{}", toml::to_string(&services.file_layout(&own)?)?);
         return Ok(());
     }
+    own.check()
+        .map_err(|e| anyhow::anyhow!("standalone configuration: {e}"))?;
     std::fs::create_dir_all(&own.data_dir)
         .with_context(|| format!("creating {}", own.data_dir.display()))?;
     let api_key = match &own.api_key {
@@ -236,16 +251,19 @@ pub async fn run(cli: Cli<Config>) -> anyhow::Result<()> {
     if own.demo {
         services.push(crate::demo::service(api_key.expose().to_string()));
     }
-    let listener = tokio::net::TcpListener::bind(own.addr).await?;
+    let listener = Listener::bind(own.addr, &own.tls).await?;
     let bound = listener.local_addr()?;
-    println!("Herald standalone listening on http://{bound}/");
+    let scheme = listener.scheme();
+    println!("Herald standalone listening on {scheme}://{bound}/");
     println!("  data directory: {}", own.data_dir.display());
     println!("  API key: {}", api_key.expose());
     if own.demo {
-        println!("  demo mode: the page at http://{bound}/ can mint tokens (local use only)");
+        println!("  demo mode: the page at {scheme}://{bound}/ can mint tokens (local use only)");
     }
-    axum::serve(listener, Service::merge(services).into_router())
-        .with_graceful_shutdown(herald_common::http::shutdown_signal())
-        .await?;
-    Ok(())
+    listener
+        .serve(
+            Service::merge(services).into_router(),
+            herald_common::http::shutdown_signal(),
+        )
+        .await
 }

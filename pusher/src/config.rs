@@ -1,6 +1,6 @@
-//! The pusher's settings: the `[pusher]` section, `[infra]` and `[limits]`.
+//! The pusher's settings: the `[pusher]` section, `[infra]`, `[limits]` and `[tls]`.
 
-use herald_common::config::{Infra, InfraFlags, LimitsFlags, Settings, required};
+use herald_common::config::{Infra, InfraFlags, LimitsFlags, Settings, Tls, TlsFlags, required};
 use herald_common::envelope::Limits;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -31,6 +31,8 @@ pub struct Config {
     /// What a client publish may be: the collector's limits, so that a
     /// publish the pusher acknowledges is one the collector stores.
     pub limits: Limits,
+    /// TLS on `addr` (the shared `[tls]` section): HTTPS and wss://.
+    pub tls: Tls,
 }
 
 impl Default for Config {
@@ -46,6 +48,7 @@ impl Default for Config {
             write_timeout_ms: 10_000,
             infra: Infra::default(),
             limits: Limits::default(),
+            tls: Tls::default(),
         }
     }
 }
@@ -91,14 +94,18 @@ pub struct Flags {
 
     #[command(flatten)]
     pub limits: LimitsFlags,
+
+    #[command(flatten)]
+    pub tls: TlsFlags,
 }
 
 impl Settings for Config {
     const SECTION: &'static str = "pusher";
-    const SHARED: &'static [&'static str] = &["infra", "limits"];
+    const SHARED: &'static [&'static str] = &["infra", "limits", "tls"];
     type Flags = Flags;
 
     fn check(&self) -> Result<(), String> {
+        self.tls.check()?;
         if self.node_id.is_empty() {
             return Err(required(
                 Self::SECTION,

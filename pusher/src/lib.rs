@@ -35,7 +35,7 @@ use registration::{Leases, Registrar};
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use herald_common::listener::Listener;
 use tokio::sync::watch;
 
 pub use config::{Config, Flags};
@@ -71,17 +71,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let verifier: Arc<dyn Verifier> = Arc::new(AuthClient::new(&config.auth_url));
     let service = start(config.clone(), log, routes.clone(), store, verifier).await?;
 
-    let listener = TcpListener::bind(config.addr).await?;
-    tracing::info!(addr = %listener.local_addr()?, node = %config.node_id, "pusher listening");
-    axum::serve(listener, service.into_router())
-        .with_graceful_shutdown(async move {
+    let listener = Listener::bind(config.addr, &config.tls).await?;
+    tracing::info!(addr = %listener.local_addr()?, scheme = listener.scheme(), node = %config.node_id, "pusher listening");
+    listener
+        .serve(service.into_router(), async move {
             shutdown_signal().await;
             // Tell dispatchers at once rather than after the lease: clients
             // reconnect elsewhere and their new routes take over.
             let _ = routes.node_gone(&config.node_id).await;
         })
-        .await?;
-    Ok(())
+        .await
 }
 
 /// Starts a push node on the given log, registry, store and token verifier:

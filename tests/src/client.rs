@@ -6,7 +6,10 @@ use futures::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+use std::sync::Arc;
+use tokio_tungstenite::{
+    Connector, MaybeTlsStream, WebSocketStream, connect_async, connect_async_tls_with_config,
+};
 
 use crate::PATIENCE;
 
@@ -29,6 +32,20 @@ impl WsClient {
         let (socket, _) = connect_async(url)
             .await
             .with_context(|| format!("connecting {url}"))?;
+        Self::greeted(socket).await
+    }
+
+    /// Connects to a `wss://` URL trusting what `tls` trusts, and reads the
+    /// welcome frame.
+    pub async fn connect_tls(url: &str, tls: Arc<rustls::ClientConfig>) -> Result<Self> {
+        let (socket, _) =
+            connect_async_tls_with_config(url, None, false, Some(Connector::Rustls(tls)))
+                .await
+                .with_context(|| format!("connecting {url}"))?;
+        Self::greeted(socket).await
+    }
+
+    async fn greeted(socket: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Result<Self> {
         let mut client = Self {
             socket,
             welcome: Value::Null,

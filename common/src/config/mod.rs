@@ -3,7 +3,7 @@
 //!
 //! A file is divided into sections: one per program (`[authsvc]`,
 //! `[collector]`, `[dispatcher]`, `[pusher]`, `[standalone]`) and two shared
-//! ones, `[infra]` and `[limits]`, for what services must agree on. A program
+//! ones, `[infra]`, `[limits]` and `[tls]`, for what services must agree on. A program
 //! reads its own section and the shared sections it uses, so one file can
 //! configure a whole deployment; the sections of other programs are left to
 //! them. A key a program does not know is an error that names it.
@@ -20,6 +20,7 @@ mod infra;
 mod layers;
 mod limits;
 mod secret;
+mod tls;
 
 pub use api_key::ApiKeyFlag;
 pub use cli::{Cli, environment};
@@ -27,6 +28,7 @@ pub use infra::{Infra, InfraFlags};
 pub use layers::{file_layout, load};
 pub use limits::LimitsFlags;
 pub use secret::{MIN_SECRET_BYTES, Secret};
+pub use tls::{Tls, TlsFlags};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -35,6 +37,7 @@ use serde::de::DeserializeOwned;
 pub const SECTIONS: &[&str] = &[
     "infra",
     "limits",
+    "tls",
     "authsvc",
     "collector",
     "dispatcher",
@@ -50,7 +53,7 @@ pub const SECTIONS: &[&str] = &[
 pub trait Settings: Serialize + DeserializeOwned + Default {
     /// The section of the program's own keys.
     const SECTION: &'static str;
-    /// The shared sections the program reads (`infra`, `limits`).
+    /// The shared sections the program reads (`infra`, `limits`, `tls`).
     const SHARED: &'static [&'static str];
     /// The program's flags. Their serialized form has the settings' shape:
     /// same names, `None` for a flag not given.
