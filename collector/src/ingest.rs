@@ -10,8 +10,10 @@
 use crate::Collector;
 use crate::metrics::Metrics;
 use crate::writer::new_message;
+use async_trait::async_trait;
 use herald_common::envelope::Submission;
-use herald_common::log::{Log, StartAt};
+use herald_common::log::{BatchHandler, Log, Record, StartAt, Subscription};
+use herald_common::retry::until_answered;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,36 +22,30 @@ const LINGER: Duration = Duration::from_millis(10);
 
 pub async fn run(collector: Arc<Collector>, log: Arc<dyn Log>) {
     let names = collector.config.infra.names();
-    let topic = names.ingest_topic();
-    let mut consumer = loop {
-        match log
-            .consume(
-                &names.collector_group(),
-                std::slice::from_ref(&topic),
-                StartAt::Earliest,
-            )
-            .await
-        {
-            Ok(c) => break c,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot join the ingest group; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
+    let subscription = Subscription {
+        group: names.collector_group(),
+        topic: names.ingest_topic(),
+        partitions: collector.config.infra.partitions,
+        start: StartAt::Earliest,
+        batch: BATCH,
+        linger: LINGER,
     };
-    collector.watch_ingest_assignment(consumer.assigned());
+    let assigned = collector.ingest_ready.clone();
+    subscription
+        .run(log, assigned, &mut Ingest { collector })
+        .await;
+}
 
-    loop {
-        let records = match consumer.next_batch(BATCH, LINGER).await {
-            Ok(records) => records,
-            Err(e) => {
-                tracing::warn!(error = %e, "ingest consumer error");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
-        };
+struct Ingest {
+    collector: Arc<Collector>,
+}
+
+#[async_trait]
+impl BatchHandler for Ingest {
+    async fn handle(&mut self, records: &[Record]) {
+        let collector = &self.collector;
         let mut messages = Vec::with_capacity(records.len());
-        for r in &records {
+        for r in records {
             match Submission::parse(&r.value, &collector.config.limits) {
                 Ok(mut s) => {
                     // A record consumed twice (crash before commit) must not
@@ -69,24 +65,14 @@ pub async fn run(collector: Arc<Collector>, log: Arc<dyn Log>) {
                 }
             }
         }
+        if messages.is_empty() {
+            return;
+        }
         let count = messages.len() as u64;
-        let mut attempt = 0u32;
-        while !messages.is_empty() {
-            match collector.writer.append(messages.clone()).await {
-                Ok(_) => break,
-                Err(e) => {
-                    attempt += 1;
-                    tracing::warn!(error = %e, attempt, "cannot store ingest batch; retrying");
-                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt.min(10))))
-                        .await;
-                }
-            }
-        }
+        until_answered("storing an ingest batch", || {
+            collector.writer.append(messages.clone())
+        })
+        .await;
         Metrics::inc(&collector.metrics.ingest_accepted, count);
-        if let Err(e) = consumer.commit(&records) {
-            // Not committed: the batch is consumed again after a restart and
-            // its keys (if any) or seq-dedup downstream absorb the repeat.
-            tracing::warn!(error = %e, "cannot commit ingest offsets");
-        }
     }
 }

@@ -18,6 +18,7 @@ mod writer;
 use herald_cluster::{KafkaConfig, KafkaLog, MongoStore};
 use herald_common::http::Service;
 use herald_common::log::Log;
+use herald_common::retry::until_answered;
 use herald_common::store::MessageStore;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,26 +37,14 @@ pub(crate) struct Collector {
     ingest_ready: watch::Sender<bool>,
 }
 
-impl Collector {
-    /// Mirrors the ingest consumer's assignment into the readiness flag.
-    fn watch_ingest_assignment(&self, mut assigned: watch::Receiver<bool>) {
-        let ready = self.ingest_ready.clone();
-        tokio::spawn(async move {
-            if assigned.wait_for(|a| *a).await.is_ok() {
-                ready.send_replace(true);
-            }
-        });
-    }
-}
-
 /// Creates the topics the collector reads and writes, retrying while the log
 /// is unreachable: HTTP ingestion works meanwhile (the outbox holds messages).
-async fn ensure_topics(log: Arc<dyn Log>, topics: Vec<String>, partitions: i32) {
+async fn ensure_topics(log: &dyn Log, topics: Vec<String>, partitions: i32) {
     for topic in topics {
-        while let Err(e) = log.ensure_topic(&topic, partitions).await {
-            tracing::warn!(%topic, error = %e, "cannot create topic; retrying");
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
+        until_answered(&format!("creating topic {topic}"), || {
+            log.ensure_topic(&topic, partitions)
+        })
+        .await;
     }
 }
 
@@ -105,7 +94,7 @@ pub fn start(config: Config, store: Arc<dyn MessageStore>, log: Arc<dyn Log>) ->
     let partitions = config.infra.partitions;
     let no_ingest = config.no_ingest;
     tokio::spawn(async move {
-        ensure_topics(startup_log.clone(), topics, partitions).await;
+        ensure_topics(startup_log.as_ref(), topics, partitions).await;
         if !no_ingest {
             ingest::run(ingest_collector, startup_log).await;
         }

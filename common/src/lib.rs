@@ -26,6 +26,7 @@ pub mod identity;
 pub mod log;
 pub mod metrics;
 pub mod names;
+pub mod retry;
 pub mod routes;
 pub mod store;
 pub mod telemetry;

@@ -33,6 +33,10 @@
 //! The contract suite (`contract/tests/log.rs`) runs every point above on
 //! both adapters.
 
+mod consume_loop;
+
+pub use consume_loop::{BatchHandler, Subscription};
+
 use crate::error::{Cause, described};
 use async_trait::async_trait;
 use bytes::Bytes;

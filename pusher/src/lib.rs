@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use herald_cluster::{KafkaConfig, KafkaLog, MongoStore, RedisRoutes};
 use herald_common::http::{ApiError, Service, bearer, shutdown_signal};
-use herald_common::log::{Log, StartAt};
+use herald_common::log::Log;
 use herald_common::routes::RouteRegistry;
 use herald_common::store::MessageStore;
 use hub::Hub;
@@ -88,12 +88,6 @@ pub async fn start(
     verifier: Arc<dyn Verifier>,
 ) -> anyhow::Result<Service> {
     let names = config.infra.names();
-    let topic = names.node_topic(&config.node_id);
-    // One partition: the node's whole topic is one ordered sequence.
-    while let Err(e) = log.ensure_topic(&topic, 1).await {
-        tracing::warn!(%topic, error = %e, "cannot create node topic; retrying");
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
     let leases = Leases {
         ttl: Duration::from_secs(config.route_ttl_secs),
     };
@@ -101,20 +95,21 @@ pub async fn start(
     if let Err(e) = routes.node_heartbeat(&config.node_id, leases.ttl).await {
         tracing::warn!(error = %e, "registry unreachable at start; the heartbeat will retry");
     }
-    let consumer = log
-        .consume(
-            &names.pusher_group(&config.node_id),
-            std::slice::from_ref(&topic),
-            StartAt::Earliest,
-        )
-        .await?;
-    let ready = consumer.assigned();
+    // Ready (accepting connections) once the node reads its own topic.
+    let (assigned, ready) = watch::channel(false);
 
     let hub = Arc::new(Hub::default());
     let registrar = registration::spawn(routes, hub.clone(), config.node_id.clone(), leases);
     let progress = Arc::new(Progress::default());
     progress::spawn(progress.clone(), store.clone(), Duration::from_secs(1));
-    tokio::spawn(node_topic::run(consumer, hub.clone()));
+    let subscription = node_topic::subscription(&names, &config.node_id);
+    let mut node_topic = node_topic::NodeTopic { hub: hub.clone() };
+    let topic_log = log.clone();
+    tokio::spawn(async move {
+        subscription
+            .run(topic_log, assigned, &mut node_topic)
+            .await
+    });
 
     let node = Arc::new(Node {
         auth: verifier,
