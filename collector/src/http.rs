@@ -1,7 +1,6 @@
 //! The collector's HTTP API (see docs/protocol.md).
 
 use crate::Collector;
-use crate::metrics::Metrics;
 use crate::writer::new_message;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -54,7 +53,7 @@ fn counted<T>(c: &Collector, result: Result<T, ApiError>) -> Result<T, ApiError>
     if let Err(e) = &result
         && e.status.is_client_error()
     {
-        Metrics::inc(&c.metrics.rejected_http, 1);
+        c.metrics.rejected_http.inc();
     }
     result
 }
@@ -110,8 +109,8 @@ async fn submit_batch(
 
 fn record(c: &Collector, appended: &[Appended]) {
     let duplicates = appended.iter().filter(|a| a.duplicate).count() as u64;
-    Metrics::inc(&c.metrics.duplicates, duplicates);
-    Metrics::inc(&c.metrics.accepted, appended.len() as u64 - duplicates);
+    c.metrics.duplicates.inc_by(duplicates);
+    c.metrics.accepted.inc_by(appended.len() as u64 - duplicates);
 }
 
 async fn message_status(State(c): Shared, headers: HeaderMap, Path(id): Path<String>) -> Answer {

@@ -8,7 +8,6 @@
 //! retried until it is stored, and nothing is committed meanwhile.
 
 use crate::Collector;
-use crate::metrics::Metrics;
 use crate::writer::new_message;
 use async_trait::async_trait;
 use herald_common::envelope::Submission;
@@ -57,7 +56,7 @@ impl BatchHandler for Ingest {
                     messages.push(new_message(s))
                 }
                 Err(e) => {
-                    Metrics::inc(&collector.metrics.ingest_rejected, 1);
+                    collector.metrics.ingest_rejected.inc();
                     tracing::warn!(
                         topic = %r.topic, partition = r.partition, offset = r.offset,
                         error = %e, "skipping invalid ingest record"
@@ -73,6 +72,6 @@ impl BatchHandler for Ingest {
             collector.writer.append(messages.clone())
         })
         .await;
-        Metrics::inc(&collector.metrics.ingest_accepted, count);
+        collector.metrics.ingest_accepted.inc_by(count);
     }
 }

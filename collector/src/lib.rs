@@ -13,11 +13,13 @@ mod ingest;
 mod metrics;
 mod outbox;
 mod publisher;
+mod timed_store;
 mod writer;
 
 use herald_cluster::{KafkaConfig, KafkaLog, MongoStore};
 use herald_common::http::Service;
 use herald_common::log::Log;
+use herald_common::metrics::Registry;
 use herald_common::retry::until_answered;
 use herald_common::store::MessageStore;
 use std::sync::Arc;
@@ -25,7 +27,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 pub use config::{Config, Flags};
-pub use metrics::Metrics;
+use metrics::Metrics;
 
 /// Everything the collector's tasks share.
 pub(crate) struct Collector {
@@ -55,15 +57,27 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
     let log: Arc<dyn Log> = Arc::new(KafkaLog::connect(KafkaConfig::from(&config.infra))?);
     let addr = config.addr;
-    start(config, store, log).serve(addr, "collector").await
+    start(config, store, log, &Registry::default())
+        .serve(addr, "collector")
+        .await
 }
 
 /// Starts the collector on the given store and log (the cluster passes
 /// MongoDB and Kafka, the single-process mode its embedded ones) and returns
-/// it as a service; its background tasks run from now on.
-pub fn start(config: Config, store: Arc<dyn MessageStore>, log: Arc<dyn Log>) -> Service {
+/// it as a service; its background tasks run from now on. Its metrics go
+/// to `registry`, the process's.
+pub fn start(
+    config: Config,
+    store: Arc<dyn MessageStore>,
+    log: Arc<dyn Log>,
+    registry: &Registry,
+) -> Service {
     let names = config.infra.names();
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::register(registry));
+    let store: Arc<dyn MessageStore> = Arc::new(timed_store::TimedStore {
+        inner: store,
+        append: metrics.store_append.clone(),
+    });
     let publisher = publisher::spawn(
         log.clone(),
         store.clone(),
@@ -100,10 +114,9 @@ pub fn start(config: Config, store: Arc<dyn MessageStore>, log: Arc<dyn Log>) ->
         }
     });
 
-    let metrics = collector.metrics.clone();
     Service {
         ready: collector.ingest_ready.subscribe(),
-        metrics: Arc::new(move || metrics.render()),
+        metrics: registry.clone(),
         api: http::router(collector),
     }
 }

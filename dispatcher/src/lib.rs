@@ -15,6 +15,7 @@ use axum::Router;
 use herald_cluster::{KafkaConfig, KafkaLog, RedisRoutes};
 use herald_common::envelope::{ALL_STREAM, Event, stream_user};
 use herald_common::http::Service;
+use herald_common::metrics::Registry;
 use herald_common::log::{BatchHandler, Log, OutgoingRecord, Record, StartAt, Subscription};
 use herald_common::retry::{Policy, until_answered};
 use herald_common::names::Names;
@@ -37,13 +38,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let routes: Arc<dyn RouteRegistry> =
         Arc::new(RedisRoutes::connect(&config.infra.redis_url, config.infra.names()).await?);
     let addr = config.addr;
-    start(config, log, routes).serve(addr, "dispatcher").await
+    start(config, log, routes, &Registry::default())
+        .serve(addr, "dispatcher")
+        .await
 }
 
 /// Starts a dispatcher on the given log and route registry; it routes from
-/// now on, in a background task, and has no public API of its own.
-pub fn start(config: Config, log: Arc<dyn Log>, routes: Arc<dyn RouteRegistry>) -> Service {
-    let metrics = Arc::new(Metrics::default());
+/// now on, in a background task, and has no public API of its own. Its
+/// metrics go to `registry`, the process's.
+pub fn start(
+    config: Config,
+    log: Arc<dyn Log>,
+    routes: Arc<dyn RouteRegistry>,
+    registry: &Registry,
+) -> Service {
+    let metrics = Arc::new(Metrics::register(registry));
     let (ready_tx, ready) = watch::channel(false);
     let dispatcher = Dispatcher {
         names: config.infra.names(),
@@ -67,7 +76,7 @@ pub fn start(config: Config, log: Arc<dyn Log>, routes: Arc<dyn RouteRegistry>) 
     Service {
         api: Router::new(),
         ready,
-        metrics: Arc::new(move || metrics.render()),
+        metrics: registry.clone(),
     }
 }
 
@@ -100,6 +109,7 @@ impl Dispatcher {
                         || e.stream.starts_with("topic:")
                         || stream_user(&e.stream).is_some() =>
                 {
+                    self.metrics.consume_delay.since_accepted(e.ts);
                     events.push((r, e.stream))
                 }
                 Ok(e) => self.skip(r, &format!("unknown stream {}", e.stream)),
@@ -118,7 +128,13 @@ impl Dispatcher {
             .collect();
         // Without routes nothing can be routed, and committing past the batch
         // would drop live deliveries: ask until the registry answers.
-        let routes = until_answered("route lookup", || self.routes.lookup(&streams)).await;
+        let routes = self
+            .metrics
+            .route_lookup
+            .time(until_answered("route lookup", || {
+                self.routes.lookup(&streams)
+            }))
+            .await;
         let everyone = if events.iter().any(|(_, s)| s == ALL_STREAM) {
             until_answered("live nodes lookup", || self.routes.live_nodes()).await
         } else {
@@ -133,7 +149,7 @@ impl Dispatcher {
                 match routes.get(stream) {
                     Some(nodes) => nodes,
                     None => {
-                        Metrics::inc(&self.metrics.offline, 1);
+                        self.metrics.offline.inc();
                         continue;
                     }
                 }
@@ -150,7 +166,7 @@ impl Dispatcher {
     }
 
     fn skip(&self, r: &Record, why: &str) {
-        Metrics::inc(&self.metrics.invalid, 1);
+        self.metrics.invalid.inc();
         tracing::warn!(topic = %r.topic, partition = r.partition, offset = r.offset, why, "skipping invalid event");
     }
 
@@ -159,7 +175,11 @@ impl Dispatcher {
     async fn publish_all(&self, mut outgoing: Vec<OutgoingRecord>) {
         let mut delays = Policy::bounded(MAX_PUBLISH_ATTEMPTS).delays();
         while !outgoing.is_empty() {
-            let results = self.log.publish(outgoing.clone()).await;
+            let results = self
+                .metrics
+                .node_publish
+                .time(self.log.publish(outgoing.clone()))
+                .await;
             let total = outgoing.len();
             let mut failed = Vec::new();
             let mut first_error = None;
@@ -169,12 +189,12 @@ impl Dispatcher {
                     failed.push(record);
                 }
             }
-            Metrics::inc(&self.metrics.forwarded, (total - failed.len()) as u64);
+            self.metrics.forwarded.inc_by((total - failed.len()) as u64);
             let Some(error) = first_error else {
                 return;
             };
             let Some(wait) = delays.next() else {
-                Metrics::inc(&self.metrics.given_up, failed.len() as u64);
+                self.metrics.given_up.inc_by(failed.len() as u64);
                 tracing::error!(
                     count = failed.len(), %error,
                     "giving up live delivery; replay will deliver"

@@ -8,6 +8,7 @@ mod config;
 mod connection;
 mod frames;
 mod hub;
+mod metrics;
 mod node_topic;
 mod progress;
 mod registration;
@@ -24,6 +25,7 @@ use axum::routing::get;
 use herald_cluster::{KafkaConfig, KafkaLog, MongoStore, RedisRoutes};
 use herald_common::http::{ApiError, Service, bearer, shutdown_signal};
 use herald_common::log::Log;
+use herald_common::metrics::Registry;
 use herald_common::routes::RouteRegistry;
 use herald_common::store::MessageStore;
 use hub::Hub;
@@ -63,7 +65,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let store: Arc<dyn MessageStore> =
         Arc::new(MongoStore::connect(&config.infra.mongo_uri, &names.database()).await?);
     let verifier: Arc<dyn Verifier> = Arc::new(AuthClient::new(&config.auth_url));
-    let service = start(config.clone(), log, routes.clone(), store, verifier).await?;
+    let registry = Registry::default();
+    let service = start(
+        config.clone(),
+        log,
+        routes.clone(),
+        store,
+        verifier,
+        &registry,
+    )
+    .await?;
 
     let listener = TcpListener::bind(config.addr).await?;
     tracing::info!(addr = %listener.local_addr()?, node = %config.node_id, "pusher listening");
@@ -86,6 +97,7 @@ pub async fn start(
     routes: Arc<dyn RouteRegistry>,
     store: Arc<dyn MessageStore>,
     verifier: Arc<dyn Verifier>,
+    registry: &Registry,
 ) -> anyhow::Result<Service> {
     let names = config.infra.names();
     let leases = Leases {
@@ -103,7 +115,11 @@ pub async fn start(
     let progress = Arc::new(Progress::default());
     progress::spawn(progress.clone(), store.clone(), Duration::from_secs(1));
     let subscription = node_topic::subscription(&names, &config.node_id);
-    let mut node_topic = node_topic::NodeTopic { hub: hub.clone() };
+    let metrics = Arc::new(metrics::Metrics::register(registry, &hub));
+    let mut node_topic = node_topic::NodeTopic {
+        hub: hub.clone(),
+        metrics: metrics.clone(),
+    };
     let topic_log = log.clone();
     tokio::spawn(async move {
         subscription
@@ -133,13 +149,7 @@ pub async fn start(
     Ok(Service {
         api,
         ready,
-        metrics: Arc::new(move || {
-            format!(
-                "herald_pusher_connections {}\nherald_pusher_streams {}\n",
-                hub.connection_count(),
-                hub.streams().len()
-            )
-        }),
+        metrics: registry.clone(),
     })
 }
 

@@ -6,6 +6,7 @@
 
 use crate::frames::{self, client_stream};
 use crate::hub::{Hub, LiveEvent};
+use crate::metrics::Metrics;
 use async_trait::async_trait;
 use herald_common::envelope::Event;
 use herald_common::log::{BatchHandler, Record, StartAt, Subscription};
@@ -30,6 +31,7 @@ pub fn subscription(names: &Names, node_id: &str) -> Subscription {
 
 pub struct NodeTopic {
     pub hub: Arc<Hub>,
+    pub metrics: Arc<Metrics>,
 }
 
 #[async_trait]
@@ -45,6 +47,7 @@ impl BatchHandler for NodeTopic {
                     continue;
                 }
             };
+            self.metrics.consume_delay.since_accepted(event.ts);
             if !self.hub.has(&event.stream) {
                 continue;
             }
@@ -55,6 +58,7 @@ impl BatchHandler for NodeTopic {
                 frame,
             });
             self.hub.deliver(&live);
+            self.metrics.accept_to_handoff.since_accepted(event.ts);
         }
     }
 }
