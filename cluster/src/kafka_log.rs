@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures::future::join_all;
 use herald_common::config::Infra;
 use herald_common::log::{
-    Log, LogConsumer, LogError, OutgoingRecord, Record, StartAt, commit_positions,
+    Log, LogConsumer, LogError, OutgoingRecord, PartitionLag, Record, StartAt, commit_positions,
 };
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -341,5 +341,31 @@ impl LogConsumer for KafkaConsumer {
 
     fn assigned(&self) -> watch::Receiver<bool> {
         self.assigned.clone()
+    }
+
+    /// The position (next offset to read) against the high watermark that
+    /// librdkafka cached from the last fetch response: no round trip.
+    fn lag(&self) -> Vec<PartitionLag> {
+        let Ok(positions) = self.consumer.position() else {
+            return Vec::new();
+        };
+        positions
+            .elements()
+            .iter()
+            .filter_map(|tp| {
+                let Offset::Offset(position) = tp.offset() else {
+                    return None; // nothing read from it yet
+                };
+                let (_, high) = self
+                    .consumer
+                    .get_watermark_offsets(tp.topic(), tp.partition())
+                    .ok()?;
+                (high >= 0).then(|| PartitionLag {
+                    topic: tp.topic().to_string(),
+                    partition: tp.partition(),
+                    records: (high - position).max(0),
+                })
+            })
+            .collect()
     }
 }

@@ -12,6 +12,7 @@ use crate::writer::new_message;
 use async_trait::async_trait;
 use herald_common::envelope::Submission;
 use herald_common::log::{BatchHandler, Log, Record, StartAt, Subscription};
+use herald_common::metrics::Registry;
 use herald_common::retry::until_answered;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +20,7 @@ use std::time::Duration;
 const BATCH: usize = 500;
 const LINGER: Duration = Duration::from_millis(10);
 
-pub async fn run(collector: Arc<Collector>, log: Arc<dyn Log>) {
+pub async fn run(collector: Arc<Collector>, log: Arc<dyn Log>, metrics: Registry) {
     let names = collector.config.infra.names();
     let subscription = Subscription {
         group: names.collector_group(),
@@ -28,6 +29,7 @@ pub async fn run(collector: Arc<Collector>, log: Arc<dyn Log>) {
         start: StartAt::Earliest,
         batch: BATCH,
         linger: LINGER,
+        metrics,
     };
     let assigned = collector.ingest_ready.clone();
     subscription

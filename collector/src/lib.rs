@@ -107,10 +107,11 @@ pub fn start(
     let ingest_collector = collector.clone();
     let partitions = config.infra.partitions;
     let no_ingest = config.no_ingest;
+    let ingest_metrics = registry.clone();
     tokio::spawn(async move {
         ensure_topics(startup_log.as_ref(), topics, partitions).await;
         if !no_ingest {
-            ingest::run(ingest_collector, startup_log).await;
+            ingest::run(ingest_collector, startup_log, ingest_metrics).await;
         }
     });
 

@@ -9,9 +9,10 @@
 //! atomics) to update them.
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 /// A monotonic count: `inc()`, `inc_by(n)`.
@@ -31,6 +32,14 @@ struct Shared {
     registry: Mutex<prometheus_client::registry::Registry>,
     /// Gauges read from their source at each scrape, with that source.
     sampled: Mutex<Vec<(Gauge, Box<dyn Fn() -> i64 + Send + Sync>)>>,
+    /// Registered by the first consumer that asks, shared by the others.
+    consumer_lag: OnceLock<ConsumerLag>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Registry")
+    }
 }
 
 /// Locks, ignoring poisoning: no update panics half-way, and metrics that
@@ -67,6 +76,23 @@ impl Registry {
         latency
     }
 
+    /// The consumer lag gauges, one per (group, topic, partition), shared by
+    /// every consumer of the process.
+    pub fn consumer_lag(&self) -> ConsumerLag {
+        self.inner
+            .consumer_lag
+            .get_or_init(|| {
+                let family = Family::default();
+                lock(&self.inner.registry).register(
+                    "herald_log_consumer_lag",
+                    "Records published to a partition and not yet consumed by the group's member here.",
+                    family.clone(),
+                );
+                ConsumerLag(family)
+            })
+            .clone()
+    }
+
     /// Every metric, in the OpenMetrics text format ([`CONTENT_TYPE`]).
     pub fn render(&self) -> String {
         for (gauge, read) in lock(&self.inner.sampled).iter() {
@@ -86,6 +112,34 @@ impl Registry {
     pub fn is_empty(&self) -> bool {
         // The encoder writes only `# EOF` for an empty registry.
         self.render().trim() == "# EOF"
+    }
+}
+
+/// Labels of a consumer lag gauge: group, topic, partition.
+type LagLabels = Vec<(&'static str, String)>;
+
+/// How many records each consumer group member of the process is behind.
+#[derive(Clone)]
+pub struct ConsumerLag(Family<LagLabels, Gauge>);
+
+impl ConsumerLag {
+    fn labels(group: &str, topic: &str, partition: i32) -> LagLabels {
+        vec![
+            ("group", group.to_string()),
+            ("topic", topic.to_string()),
+            ("partition", partition.to_string()),
+        ]
+    }
+
+    pub fn set(&self, group: &str, topic: &str, partition: i32, records: i64) {
+        self.0
+            .get_or_create(&Self::labels(group, topic, partition))
+            .set(records);
+    }
+
+    /// Stops reporting a partition (it moved to another member).
+    pub fn remove(&self, group: &str, topic: &str, partition: i32) {
+        self.0.remove(&Self::labels(group, topic, partition));
     }
 }
 

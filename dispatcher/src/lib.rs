@@ -67,6 +67,7 @@ pub fn start(
         start: StartAt::Earliest,
         batch: config.batch,
         linger: Duration::from_millis(5),
+        metrics: registry.clone(),
     };
     let log = dispatcher.log.clone();
     tokio::spawn(async move {

@@ -5,8 +5,10 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use herald_common::log::{
-    BatchHandler, Log, LogConsumer, LogError, OutgoingRecord, Record, StartAt, Subscription,
+    BatchHandler, Log, LogConsumer, LogError, OutgoingRecord, PartitionLag, Record, StartAt,
+    Subscription,
 };
+use herald_common::metrics::Registry;
 use herald_embedded::MemoryLog;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -105,6 +107,10 @@ impl LogConsumer for FlakyConsumer {
     fn assigned(&self) -> watch::Receiver<bool> {
         self.inner.assigned()
     }
+
+    fn lag(&self) -> Vec<PartitionLag> {
+        self.inner.lag()
+    }
 }
 
 /// Hands each record's value over a channel, in the order it got them.
@@ -129,6 +135,7 @@ fn subscription() -> Subscription {
         start: StartAt::Earliest,
         batch: 3,
         linger: Duration::ZERO,
+        metrics: Registry::default(),
     }
 }
 
@@ -213,3 +220,71 @@ async fn handed_over_batches_are_committed() {
     assert_eq!(next(&mut received).await, "three");
     second.abort();
 }
+
+/// Holds the first batch until told to let go, then hands over the rest.
+struct Stuck {
+    release: Arc<tokio::sync::Notify>,
+    held: bool,
+}
+
+#[async_trait]
+impl BatchHandler for Stuck {
+    async fn handle(&mut self, _records: &[Record]) {
+        if !self.held {
+            self.held = true;
+            self.release.notified().await;
+        }
+    }
+}
+
+/// The lag of group `g` over its partitions, as the registry renders it
+/// (`None` before any is reported).
+fn lag_of(metrics: &Registry) -> Option<i64> {
+    let lags: Vec<i64> = metrics
+        .render()
+        .lines()
+        .filter(|l| l.starts_with("herald_log_consumer_lag{") && l.contains("group=\"g\""))
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    (!lags.is_empty()).then(|| lags.iter().sum())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stuck_batch_shows_as_growing_lag_and_catching_up_clears_it() {
+    let log: Arc<dyn Log> = Arc::new(MemoryLog::new());
+    let metrics = Registry::default();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let (assigned_tx, mut assigned) = watch::channel(false);
+    let running = tokio::spawn({
+        let (log, metrics, release) = (log.clone(), metrics.clone(), release.clone());
+        async move {
+            let mut stuck = Stuck {
+                release,
+                held: false,
+            };
+            Subscription {
+                metrics,
+                ..subscription()
+            }
+            .run(log, assigned_tx, &mut stuck)
+            .await
+        }
+    });
+    assigned.wait_for(|a| *a).await.unwrap();
+    // Batches of 3: the first is held, 2 wait behind it; then 4 more come.
+    publish(log.as_ref(), &["1", "2", "3", "4", "5"]).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(lag_of(&metrics), Some(2), "{}", metrics.render());
+    publish(log.as_ref(), &["6", "7", "8", "9"]).await;
+    // Reported again while the batch is still held.
+    tokio::time::sleep(LAG_REFRESH_WAIT).await;
+    assert_eq!(lag_of(&metrics), Some(6), "{}", metrics.render());
+
+    release.notify_one();
+    tokio::time::sleep(LAG_REFRESH_WAIT).await;
+    assert_eq!(lag_of(&metrics), Some(0), "{}", metrics.render());
+    running.abort();
+}
+
+/// Longer than the loop's lag refresh while a batch is handled (5 s).
+const LAG_REFRESH_WAIT: Duration = Duration::from_secs(6);

@@ -114,7 +114,7 @@ pub async fn start(
     let registrar = registration::spawn(routes, hub.clone(), config.node_id.clone(), leases);
     let progress = Arc::new(Progress::default());
     progress::spawn(progress.clone(), store.clone(), Duration::from_secs(1));
-    let subscription = node_topic::subscription(&names, &config.node_id);
+    let subscription = node_topic::subscription(&names, &config.node_id, registry);
     let metrics = Arc::new(metrics::Metrics::register(registry, &hub));
     let mut node_topic = node_topic::NodeTopic {
         hub: hub.clone(),

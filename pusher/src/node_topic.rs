@@ -10,6 +10,7 @@ use crate::metrics::Metrics;
 use async_trait::async_trait;
 use herald_common::envelope::Event;
 use herald_common::log::{BatchHandler, Record, StartAt, Subscription};
+use herald_common::metrics::Registry;
 use herald_common::names::Names;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +19,7 @@ const BATCH: usize = 1000;
 
 /// The node topic of `node_id`, read by this node alone: one partition, so
 /// the whole topic is one ordered sequence.
-pub fn subscription(names: &Names, node_id: &str) -> Subscription {
+pub fn subscription(names: &Names, node_id: &str, metrics: &Registry) -> Subscription {
     Subscription {
         group: names.pusher_group(node_id),
         topic: names.node_topic(node_id),
@@ -26,6 +27,7 @@ pub fn subscription(names: &Names, node_id: &str) -> Subscription {
         start: StartAt::Earliest,
         batch: BATCH,
         linger: Duration::from_millis(1),
+        metrics: metrics.clone(),
     }
 }
 

@@ -8,8 +8,10 @@
 //! not need the log, and resumes consuming from its committed position.
 
 use super::{Log, LogConsumer, Record, StartAt};
+use crate::metrics::{ConsumerLag, Registry};
 use crate::retry::{Policy, until_answered};
 use async_trait::async_trait;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -35,7 +37,13 @@ pub struct Subscription {
     pub batch: usize,
     /// How long a batch keeps gathering once its first record is there.
     pub linger: Duration,
+    /// Where the member's lag is reported (`herald_log_consumer_lag`).
+    pub metrics: Registry,
 }
+
+/// How often the lag is reported while a batch is being handled: a service
+/// stuck on a batch (its store or registry down) shows its lag growing.
+const LAG_REFRESH: Duration = Duration::from_secs(5);
 
 impl Subscription {
     /// Consumes the subscription forever: creates the topic, joins the group,
@@ -64,6 +72,11 @@ impl Subscription {
 
     async fn consume(&self, consumer: &mut dyn LogConsumer, handler: &mut dyn BatchHandler) {
         let what = format!("consuming {}", self.topic);
+        let mut lag = Lag {
+            gauges: self.metrics.consumer_lag(),
+            group: &self.group,
+            reported: HashSet::new(),
+        };
         // A new backoff after each good batch: an outage that ended long ago
         // must not make the next one start at the cap.
         let mut delays = Policy::UNTIL_ANSWERED.delays();
@@ -78,16 +91,45 @@ impl Subscription {
                 }
             };
             delays = Policy::UNTIL_ANSWERED.delays();
+            lag.report(&*consumer);
             if records.is_empty() {
                 continue;
             }
-            handler.handle(&records).await;
+            let mut handling = handler.handle(&records);
+            loop {
+                tokio::select! {
+                    () = &mut handling => break,
+                    () = tokio::time::sleep(LAG_REFRESH) => lag.report(&*consumer),
+                }
+            }
             if let Err(e) = consumer.commit(&records) {
                 // Not committed: the batch comes again after a restart or a
                 // rebalance, and every consumer here tolerates a repeat.
                 tracing::warn!(error = %e, topic = %self.topic, "cannot commit offsets");
             }
         }
+    }
+}
+
+/// The lag gauges of one member, and which partitions it reported last, so
+/// that a partition moved to another member stops being reported here.
+struct Lag<'a> {
+    gauges: ConsumerLag,
+    group: &'a str,
+    reported: HashSet<(String, i32)>,
+}
+
+impl Lag<'_> {
+    fn report(&mut self, consumer: &dyn LogConsumer) {
+        let mut now = HashSet::new();
+        for p in consumer.lag() {
+            self.gauges.set(self.group, &p.topic, p.partition, p.records);
+            now.insert((p.topic, p.partition));
+        }
+        for (topic, partition) in self.reported.difference(&now) {
+            self.gauges.remove(self.group, topic, *partition);
+        }
+        self.reported = now;
     }
 }
 
