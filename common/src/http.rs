@@ -121,13 +121,16 @@ impl Service {
         for s in services {
             api = api.merge(s.api);
             readies.push(s.ready);
-            match &metrics {
-                _ if s.metrics.is_empty() => {}
-                None => metrics = Some(s.metrics),
-                Some(shared) => assert!(
+            if s.metrics.is_empty() {
+                continue;
+            }
+            if let Some(shared) = &metrics {
+                assert!(
                     shared.same_as(&s.metrics),
                     "services merged into one process must share one metrics registry"
-                ),
+                );
+            } else {
+                metrics = Some(s.metrics);
             }
         }
         let (ready_tx, ready) = tokio::sync::watch::channel(false);

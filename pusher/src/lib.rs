@@ -89,8 +89,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts a push node on the given log, registry, store and token verifier:
-/// creates its topic, joins it, and returns the node as a service.
+/// Starts a push node on the given log, route registry, store and token verifier,
+/// its metrics in the process's metrics `registry`, and returns the node as a
+/// service at once: it creates and joins its topic in the background, and is
+/// ready (accepts connections) once it reads that topic.
 pub async fn start(
     config: Config,
     log: Arc<dyn Log>,
@@ -115,10 +117,9 @@ pub async fn start(
     let progress = Arc::new(Progress::default());
     progress::spawn(progress.clone(), store.clone(), Duration::from_secs(1));
     let subscription = node_topic::subscription(&names, &config.node_id, registry);
-    let metrics = Arc::new(metrics::Metrics::register(registry, &hub));
     let mut node_topic = node_topic::NodeTopic {
         hub: hub.clone(),
-        metrics: metrics.clone(),
+        metrics: Arc::new(metrics::Metrics::register(registry, &hub)),
     };
     let topic_log = log.clone();
     tokio::spawn(async move {
