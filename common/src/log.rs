@@ -185,8 +185,8 @@ pub trait LogConsumer: Send {
     fn assigned(&self) -> watch::Receiver<bool>;
 
     /// How far behind the member is on each partition it reads, as far as it
-    /// knows without asking the log (on Kafka: the partition's end as of the
-    /// last fetch response, so it may be a moment stale; partitions whose
-    /// position or end is not known yet are left out).
+    /// knows without asking the log (on Kafka: the client's last statistics,
+    /// a few seconds old at most; partitions whose position or end is not
+    /// known yet are left out).
     fn lag(&self) -> Vec<PartitionLag>;
 }
