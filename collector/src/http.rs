@@ -110,7 +110,9 @@ async fn submit_batch(
 fn record(c: &Collector, appended: &[Appended]) {
     let duplicates = appended.iter().filter(|a| a.duplicate).count() as u64;
     c.metrics.duplicates.inc_by(duplicates);
-    c.metrics.accepted.inc_by(appended.len() as u64 - duplicates);
+    c.metrics
+        .accepted
+        .inc_by(appended.len() as u64 - duplicates);
 }
 
 async fn message_status(State(c): Shared, headers: HeaderMap, Path(id): Path<String>) -> Answer {

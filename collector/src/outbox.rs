@@ -28,7 +28,10 @@ pub async fn run(store: Arc<dyn MessageStore>, publisher: PublisherHandle, grace
                 let count = pending.len();
                 let published = publisher.publish(pending).await;
                 tracing::info!(count, published, "outbox published stored messages");
-                publisher.metrics().outbox_published.inc_by(published as u64);
+                publisher
+                    .metrics()
+                    .outbox_published
+                    .inc_by(published as u64);
                 // A full page that went through: more may be waiting.
                 if count == PAGE && published == count {
                     continue;

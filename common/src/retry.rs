@@ -131,7 +131,12 @@ mod tests {
 
     /// An operation that fails `failures` times, then answers how many
     /// attempts it took.
-    fn flaky(failures: usize) -> (impl FnMut() -> std::future::Ready<Result<usize, String>>, std::sync::Arc<AtomicUsize>) {
+    fn flaky(
+        failures: usize,
+    ) -> (
+        impl FnMut() -> std::future::Ready<Result<usize, String>>,
+        std::sync::Arc<AtomicUsize>,
+    ) {
         let calls = std::sync::Arc::new(AtomicUsize::new(0));
         let counter = calls.clone();
         let op = move || {

@@ -122,11 +122,7 @@ pub async fn start(
         metrics: Arc::new(metrics::Metrics::register(registry, &hub)),
     };
     let topic_log = log.clone();
-    tokio::spawn(async move {
-        subscription
-            .run(topic_log, assigned, &mut node_topic)
-            .await
-    });
+    tokio::spawn(async move { subscription.run(topic_log, assigned, &mut node_topic).await });
 
     let node = Arc::new(Node {
         auth: verifier,

@@ -52,7 +52,10 @@ async fn scrape(cluster: &Cluster) -> Result<Scraped> {
         // registry rather than each writing its own.
         let mut seen = BTreeSet::new();
         for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
-            assert!(seen.insert(line.to_string()), "{url} repeats {line}:\n{text}");
+            assert!(
+                seen.insert(line.to_string()),
+                "{url} repeats {line}:\n{text}"
+            );
             let mut words = line["# TYPE ".len()..].split_whitespace();
             let (name, kind) = (words.next().unwrap(), words.next().unwrap());
             types.insert(name.to_string(), kind.to_string());
@@ -62,10 +65,7 @@ async fn scrape(cluster: &Cluster) -> Result<Scraped> {
         for sample in parsed.samples {
             let value = match sample.value {
                 Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
-                Value::Histogram(buckets) => buckets
-                    .iter()
-                    .map(|b| b.count)
-                    .fold(0.0, f64::max),
+                Value::Histogram(buckets) => buckets.iter().map(|b| b.count).fold(0.0, f64::max),
                 Value::Summary(_) => continue,
             };
             counts.insert(sample.metric, value);

@@ -123,7 +123,8 @@ impl Lag<'_> {
     fn report(&mut self, consumer: &dyn LogConsumer) {
         let mut now = HashSet::new();
         for p in consumer.lag() {
-            self.gauges.set(self.group, &p.topic, p.partition, p.records);
+            self.gauges
+                .set(self.group, &p.topic, p.partition, p.records);
             now.insert((p.topic, p.partition));
         }
         for (topic, partition) in self.reported.difference(&now) {
