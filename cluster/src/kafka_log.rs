@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures::future::join_all;
 use herald_common::config::Infra;
 use herald_common::log::{
-    Log, LogConsumer, LogError, OutgoingRecord, Record, StartAt, commit_positions,
+    Log, LogConsumer, LogError, OutgoingRecord, PartitionLag, Record, StartAt, commit_positions,
 };
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -178,11 +178,17 @@ impl Log for KafkaLog {
             // member's join arriving in one round (which tansu's coordinator
             // does not wait for: with eager assignment a survivor could be
             // left with only its old share).
-            .set("partition.assignment.strategy", "cooperative-sticky");
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            // For the consumer lag (`LogConsumer::lag`).
+            .set(
+                "statistics.interval.ms",
+                STATISTICS_INTERVAL.as_millis().to_string(),
+            );
         let (assigned_tx, assigned) = watch::channel(false);
         let shared = Arc::new(GroupState {
             assigned: assigned_tx,
             revoked_at: Mutex::new(None),
+            lag: Mutex::new(Vec::new()),
         });
         let topics = topics.to_vec();
         let consumer = join(&config, &topics, &shared)?;
@@ -229,7 +235,12 @@ struct GroupState {
     assigned: watch::Sender<bool>,
     /// When partitions were last revoked with no assignment since.
     revoked_at: Mutex<Option<std::time::Instant>>,
+    /// The lag of each partition the member fetches, from the last statistics.
+    lag: Mutex<Vec<PartitionLag>>,
 }
+
+/// How often librdkafka reports its statistics, the consumer lag among them.
+const STATISTICS_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Reports assignments so that services can say when they are really reading,
 /// and notes revocations so that a stuck rebalance can be noticed.
@@ -237,7 +248,25 @@ struct GroupContext {
     shared: Arc<GroupState>,
 }
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    /// Keeps the lag of the partitions this member fetches (`consumer_lag`:
+    /// the partition's end against the member's position, -1 while either
+    /// is unknown).
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let lag = statistics
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.values().map(move |p| (t, p)))
+            .filter(|(_, p)| p.partition >= 0 && p.fetch_state == "active" && p.consumer_lag >= 0)
+            .map(|(t, p)| PartitionLag {
+                topic: t.topic.clone(),
+                partition: p.partition,
+                records: p.consumer_lag,
+            })
+            .collect();
+        *self.shared.lag.lock().expect("group state lock") = lag;
+    }
+}
 
 impl ConsumerContext for GroupContext {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -361,5 +390,11 @@ impl LogConsumer for KafkaConsumer {
 
     fn assigned(&self) -> watch::Receiver<bool> {
         self.assigned.clone()
+    }
+
+    /// From librdkafka's statistics (see [`GroupContext`]'s `stats`): no
+    /// round trip, at most [`STATISTICS_INTERVAL`] old.
+    fn lag(&self) -> Vec<PartitionLag> {
+        self.shared.lag.lock().expect("group state lock").clone()
     }
 }

@@ -20,6 +20,7 @@
 use async_trait::async_trait;
 use futures::TryStreamExt;
 use herald_common::envelope::Event;
+use herald_common::retry::Policy;
 use herald_common::store::plan::{
     AppendPlan, Known, KnownId, KnownKey, ids_to_look_up, keys_to_look_up,
 };
@@ -42,6 +43,19 @@ use std::time::Duration;
 /// How many times a conflicting transaction is retried before the append
 /// reports the store unavailable.
 const MAX_TRANSACTION_ATTEMPTS: u32 = 50;
+
+/// Between attempts at a transaction that conflicted with another writer:
+/// short waits, as that writer is done within milliseconds, jittered so the
+/// two do not collide again.
+const CONFLICT_BACKOFF: Policy = Policy::bounded(MAX_TRANSACTION_ATTEMPTS as usize)
+    .starting_at(Duration::from_millis(5))
+    .capped_at(Duration::from_millis(100));
+
+/// Between attempts at creating a stream's document that a racing reader is
+/// creating too: its document is there a moment later.
+const STREAM_RACE: Policy = Policy::bounded(11)
+    .starting_at(Duration::from_millis(10))
+    .capped_at(Duration::from_millis(100));
 
 #[derive(Serialize, Deserialize)]
 struct EntryDoc {
@@ -174,7 +188,7 @@ impl MongoStore {
     /// can get a duplicate-key error or, from some servers, no document at
     /// all; either way they read the winner's after a moment.
     async fn create_stream(&self, stream: &str) -> Result<StreamDoc, StoreError> {
-        for attempt in 1..=10u64 {
+        for wait in STREAM_RACE.delays() {
             let result = self
                 .streams
                 .find_one_and_update(
@@ -190,7 +204,7 @@ impl MongoStore {
                 Err(e) if e.sql_code() == Some(11000) => {}
                 Err(e) => return Err(unavailable(e)),
             }
-            tokio::time::sleep(Duration::from_millis(10 * attempt)).await;
+            tokio::time::sleep(wait).await;
             if let Some(doc) = self
                 .streams
                 .find_one(doc! {"_id": stream})
@@ -422,6 +436,7 @@ impl MessageStore for MongoStore {
             return Ok(Vec::new());
         }
         let mut session = self.client.start_session().await.map_err(unavailable)?;
+        let mut delays = CONFLICT_BACKOFF.delays();
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -436,7 +451,7 @@ impl MessageStore for MongoStore {
                 Err(e) => {
                     let _ = session.abort_transaction().await;
                     if is_transient(&e) && attempt < MAX_TRANSACTION_ATTEMPTS {
-                        backoff(attempt).await;
+                        backoff(&mut delays).await;
                         continue;
                     }
                     return Err(unavailable(e));
@@ -452,13 +467,13 @@ impl MessageStore for MongoStore {
                             && attempt < MAX_TRANSACTION_ATTEMPTS =>
                     {
                         attempt += 1;
-                        backoff(attempt).await;
+                        backoff(&mut delays).await;
                     }
                     Err(e) if is_transient(&e) && attempt < MAX_TRANSACTION_ATTEMPTS => break,
                     Err(e) => return Err(unavailable(e)),
                 }
             }
-            backoff(attempt).await;
+            backoff(&mut delays).await;
         }
     }
 
@@ -651,8 +666,8 @@ impl MessageStore for MongoStore {
     }
 }
 
-async fn backoff(attempt: u32) {
-    let base = 5u64 * u64::from(attempt.min(20));
-    let jitter = rand::random::<u64>() % (base + 1);
-    tokio::time::sleep(Duration::from_millis(base + jitter)).await;
+/// Waits before the next attempt at a transaction that conflicted.
+async fn backoff(delays: &mut impl Iterator<Item = Duration>) {
+    let wait = delays.next().unwrap_or(CONFLICT_BACKOFF.max_delay);
+    tokio::time::sleep(wait).await;
 }

@@ -1,7 +1,6 @@
 //! The collector's HTTP API (see docs/protocol.md).
 
 use crate::Collector;
-use crate::metrics::Metrics;
 use crate::writer::new_message;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -64,7 +63,7 @@ fn counted<T>(c: &Collector, result: Result<T, ApiError>) -> Result<T, ApiError>
     if let Err(e) = &result
         && e.status.is_client_error()
     {
-        Metrics::inc(&c.metrics.rejected_http, 1);
+        c.metrics.rejected_http.inc();
     }
     result
 }
@@ -129,9 +128,9 @@ async fn submit_batch(
 /// Counts each message's outcome; a conflict is a refused message.
 fn record(c: &Collector, appended: &[Appended]) {
     let count = |outcome| appended.iter().filter(|a| a.outcome == outcome).count() as u64;
-    Metrics::inc(&c.metrics.accepted, count(Outcome::Stored));
-    Metrics::inc(&c.metrics.duplicates, count(Outcome::Duplicate));
-    Metrics::inc(&c.metrics.rejected_http, count(Outcome::Conflict));
+    c.metrics.accepted.inc_by(count(Outcome::Stored));
+    c.metrics.duplicates.inc_by(count(Outcome::Duplicate));
+    c.metrics.rejected_http.inc_by(count(Outcome::Conflict));
 }
 
 async fn message_status(State(c): Shared, headers: HeaderMap, Path(id): Path<String>) -> Answer {

@@ -13,18 +13,21 @@ mod ingest;
 mod metrics;
 mod outbox;
 mod publisher;
+mod timed_store;
 mod writer;
 
 use herald_cluster::{KafkaConfig, KafkaLog, MongoStore};
 use herald_common::http::Service;
 use herald_common::log::Log;
+use herald_common::metrics::Registry;
+use herald_common::retry::until_answered;
 use herald_common::store::MessageStore;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
 pub use config::{Config, Flags};
-pub use metrics::Metrics;
+use metrics::Metrics;
 
 /// Everything the collector's tasks share.
 pub(crate) struct Collector {
@@ -36,26 +39,14 @@ pub(crate) struct Collector {
     ingest_ready: watch::Sender<bool>,
 }
 
-impl Collector {
-    /// Mirrors the ingest consumer's assignment into the readiness flag.
-    fn watch_ingest_assignment(&self, mut assigned: watch::Receiver<bool>) {
-        let ready = self.ingest_ready.clone();
-        tokio::spawn(async move {
-            if assigned.wait_for(|a| *a).await.is_ok() {
-                ready.send_replace(true);
-            }
-        });
-    }
-}
-
 /// Creates the topics the collector reads and writes, retrying while the log
 /// is unreachable: HTTP ingestion works meanwhile (the outbox holds messages).
-async fn ensure_topics(log: Arc<dyn Log>, topics: Vec<String>, partitions: i32) {
+async fn ensure_topics(log: &dyn Log, topics: Vec<String>, partitions: i32) {
     for topic in topics {
-        while let Err(e) = log.ensure_topic(&topic, partitions).await {
-            tracing::warn!(%topic, error = %e, "cannot create topic; retrying");
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
+        until_answered(&format!("creating topic {topic}"), || {
+            log.ensure_topic(&topic, partitions)
+        })
+        .await;
     }
 }
 
@@ -66,15 +57,27 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
     let log: Arc<dyn Log> = Arc::new(KafkaLog::connect(KafkaConfig::from(&config.infra))?);
     let (addr, tls) = (config.addr, config.tls.clone());
-    start(config, store, log).serve(addr, &tls, "collector").await
+    start(config, store, log, &Registry::default())
+        .serve(addr, &tls, "collector")
+        .await
 }
 
 /// Starts the collector on the given store and log (the cluster passes
 /// MongoDB and Kafka, the single-process mode its embedded ones) and returns
-/// it as a service; its background tasks run from now on.
-pub fn start(config: Config, store: Arc<dyn MessageStore>, log: Arc<dyn Log>) -> Service {
+/// it as a service; its background tasks run from now on. Its metrics go
+/// to `registry`, the process's.
+pub fn start(
+    config: Config,
+    store: Arc<dyn MessageStore>,
+    log: Arc<dyn Log>,
+    registry: &Registry,
+) -> Service {
     let names = config.infra.names();
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::register(registry));
+    let store: Arc<dyn MessageStore> = Arc::new(timed_store::TimedStore {
+        inner: store,
+        append: metrics.store_append.clone(),
+    });
     let publisher = publisher::spawn(
         log.clone(),
         store.clone(),
@@ -104,17 +107,17 @@ pub fn start(config: Config, store: Arc<dyn MessageStore>, log: Arc<dyn Log>) ->
     let ingest_collector = collector.clone();
     let partitions = config.infra.partitions;
     let no_ingest = config.no_ingest;
+    let ingest_metrics = registry.clone();
     tokio::spawn(async move {
-        ensure_topics(startup_log.clone(), topics, partitions).await;
+        ensure_topics(startup_log.as_ref(), topics, partitions).await;
         if !no_ingest {
-            ingest::run(ingest_collector, startup_log).await;
+            ingest::run(ingest_collector, startup_log, ingest_metrics).await;
         }
     });
 
-    let metrics = collector.metrics.clone();
     Service {
         ready: collector.ingest_ready.subscribe(),
-        metrics: Arc::new(move || metrics.render()),
+        metrics: registry.clone(),
         api: http::router(collector),
     }
 }

@@ -36,7 +36,12 @@ impl Publisher {
                 value: serde_json::to_vec(e).expect("events serialise").into(),
             })
             .collect();
-        let mut results = self.log.publish(records).await.into_iter();
+        let mut results = self
+            .metrics
+            .events_publish
+            .time(self.log.publish(records))
+            .await
+            .into_iter();
         let mut done = Vec::new();
         let mut failed = 0;
         for (id, events) in messages {
@@ -51,9 +56,9 @@ impl Publisher {
                 failed += 1;
             }
         }
-        Metrics::inc(&self.metrics.published, done.len() as u64);
+        self.metrics.published.inc_by(done.len() as u64);
         if failed > 0 {
-            Metrics::inc(&self.metrics.publish_failed, failed);
+            self.metrics.publish_failed.inc_by(failed);
             tracing::warn!(failed, "publish failed; the outbox will retry");
         }
         if let Err(e) = self.store.mark_published(&done).await {

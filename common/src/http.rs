@@ -2,6 +2,7 @@
 //! to read a bearer credential, one readiness endpoint.
 
 use crate::config::Secret;
+use crate::metrics::{CONTENT_TYPE, Registry};
 use axum::Json;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -90,8 +91,8 @@ pub struct Service {
     pub api: axum::Router,
     /// Becomes true once the service does its work (has its partitions...).
     pub ready: tokio::sync::watch::Receiver<bool>,
-    /// Renders the service's counters in the Prometheus text format.
-    pub metrics: std::sync::Arc<dyn Fn() -> String + Send + Sync>,
+    /// The process's metrics registry, which the service registered into.
+    pub metrics: Registry,
 }
 
 impl Service {
@@ -100,20 +101,37 @@ impl Service {
         Self {
             api,
             ready: tokio::sync::watch::channel(true).1,
-            metrics: std::sync::Arc::new(String::new),
+            metrics: Registry::default(),
         }
     }
 
     /// Several services as one: their APIs merged (paths must not clash),
-    /// ready when all are, their metrics concatenated.
+    /// ready when all are. Services of one process share one metrics
+    /// registry (the caller hands the same one to each), so every metric is
+    /// served once.
+    ///
+    /// # Panics
+    /// If two services counting something registered into different
+    /// registries: a wiring mistake, whose metrics would be served twice or
+    /// not at all.
     pub fn merge(services: Vec<Service>) -> Self {
         let mut api = axum::Router::new();
         let mut readies = Vec::new();
-        let mut metrics = Vec::new();
+        let mut metrics: Option<Registry> = None;
         for s in services {
             api = api.merge(s.api);
             readies.push(s.ready);
-            metrics.push(s.metrics);
+            if s.metrics.is_empty() {
+                continue;
+            }
+            if let Some(shared) = &metrics {
+                assert!(
+                    shared.same_as(&s.metrics),
+                    "services merged into one process must share one metrics registry"
+                );
+            } else {
+                metrics = Some(s.metrics);
+            }
         }
         let (ready_tx, ready) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
@@ -127,7 +145,7 @@ impl Service {
         Self {
             api,
             ready,
-            metrics: std::sync::Arc::new(move || metrics.iter().map(|m| m()).collect()),
+            metrics: metrics.unwrap_or_default(),
         }
     }
 
@@ -152,7 +170,13 @@ impl Service {
                     }
                 }),
             )
-            .route("/metrics", get(move || async move { metrics() }))
+            .route(
+                "/metrics",
+                get(move || {
+                    let text = metrics.render();
+                    async move { ([(header::CONTENT_TYPE, CONTENT_TYPE)], text) }
+                }),
+            )
     }
 
     /// Serves the service on `addr` (with TLS when `tls` names a

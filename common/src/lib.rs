@@ -27,6 +27,7 @@ pub mod listener;
 pub mod log;
 pub mod metrics;
 pub mod names;
+pub mod retry;
 pub mod routes;
 pub mod store;
 pub mod telemetry;

@@ -33,6 +33,10 @@
 //! The contract suite (`contract/tests/log.rs`) runs every point above on
 //! both adapters.
 
+mod consume_loop;
+
+pub use consume_loop::{BatchHandler, Subscription};
+
 use crate::error::{Cause, described};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -69,6 +73,16 @@ pub fn commit_positions(records: &[Record]) -> std::collections::HashMap<(String
         *slot = i64::max(*slot, r.offset + 1);
     }
     next
+}
+
+/// How far a member is behind on one partition it reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionLag {
+    pub topic: String,
+    pub partition: i32,
+    /// Records in the partition after the member's position: published, not
+    /// yet handed to the service.
+    pub records: i64,
 }
 
 /// Why a log call failed: a message, and the client's own error as the
@@ -169,4 +183,10 @@ pub trait LogConsumer: Send {
     /// the member waits in [`LogConsumer::next_batch`], so wait on this from
     /// another task than the one reading.
     fn assigned(&self) -> watch::Receiver<bool>;
+
+    /// How far behind the member is on each partition it reads, as far as it
+    /// knows without asking the log (on Kafka: the client's last statistics,
+    /// a few seconds old at most; partitions whose position or end is not
+    /// known yet are left out).
+    fn lag(&self) -> Vec<PartitionLag>;
 }

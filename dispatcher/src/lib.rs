@@ -15,8 +15,10 @@ use axum::Router;
 use herald_cluster::{KafkaConfig, KafkaLog, RedisConfig, RedisRoutes};
 use herald_common::envelope::{ALL_STREAM, Event, stream_user};
 use herald_common::http::Service;
-use herald_common::log::{Log, LogConsumer, OutgoingRecord, Record, StartAt};
+use herald_common::log::{BatchHandler, Log, OutgoingRecord, Record, StartAt, Subscription};
+use herald_common::metrics::Registry;
 use herald_common::names::Names;
+use herald_common::retry::{Policy, until_answered};
 use herald_common::routes::RouteRegistry;
 use metrics::Metrics;
 use std::collections::BTreeSet;
@@ -28,7 +30,7 @@ pub use config::{Config, Flags};
 
 /// Publishes attempted for one record before it is given up (it stays in the
 /// store; its recipient gets it by replay).
-const MAX_PUBLISH_ATTEMPTS: u32 = 10;
+const MAX_PUBLISH_ATTEMPTS: usize = 10;
 
 /// Runs a dispatcher on Kafka and Redis until the process is asked to stop.
 pub async fn run(config: Config) -> anyhow::Result<()> {
@@ -37,13 +39,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         RedisRoutes::connect(&RedisConfig::from(&config.infra), config.infra.names()).await?,
     );
     let (addr, tls) = (config.addr, config.tls.clone());
-    start(config, log, routes).serve(addr, &tls, "dispatcher").await
+    start(config, log, routes, &Registry::default())
+        .serve(addr, &tls, "dispatcher")
+        .await
 }
 
 /// Starts a dispatcher on the given log and route registry; it routes from
-/// now on, in a background task, and has no public API of its own.
-pub fn start(config: Config, log: Arc<dyn Log>, routes: Arc<dyn RouteRegistry>) -> Service {
-    let metrics = Arc::new(Metrics::default());
+/// now on, in a background task, and has no public API of its own. Its
+/// metrics go to `registry`, the process's.
+pub fn start(
+    config: Config,
+    log: Arc<dyn Log>,
+    routes: Arc<dyn RouteRegistry>,
+    registry: &Registry,
+) -> Service {
+    let metrics = Arc::new(Metrics::register(registry));
     let (ready_tx, ready) = watch::channel(false);
     let dispatcher = Dispatcher {
         names: config.infra.names(),
@@ -51,42 +61,24 @@ pub fn start(config: Config, log: Arc<dyn Log>, routes: Arc<dyn RouteRegistry>) 
         routes,
         metrics: metrics.clone(),
     };
+    let subscription = Subscription {
+        group: dispatcher.names.dispatcher_group(),
+        topic: dispatcher.names.events_topic(),
+        partitions: config.infra.partitions,
+        start: StartAt::Earliest,
+        batch: config.batch,
+        linger: Duration::from_millis(5),
+        metrics: registry.clone(),
+    };
+    let log = dispatcher.log.clone();
     tokio::spawn(async move {
-        let topic = dispatcher.names.events_topic();
-        while let Err(e) = dispatcher
-            .log
-            .ensure_topic(&topic, config.infra.partitions)
-            .await
-        {
-            tracing::warn!(%topic, error = %e, "cannot create topic; retrying");
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-        let group = dispatcher.names.dispatcher_group();
-        let consumer = loop {
-            match dispatcher
-                .log
-                .consume(&group, std::slice::from_ref(&topic), StartAt::Earliest)
-                .await
-            {
-                Ok(c) => break c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot join the events group; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        };
-        let mut assigned = consumer.assigned();
-        tokio::spawn(async move {
-            if assigned.wait_for(|a| *a).await.is_ok() {
-                ready_tx.send_replace(true);
-            }
-        });
-        dispatcher.run(consumer, config.batch).await;
+        let mut dispatcher = dispatcher;
+        subscription.run(log, ready_tx, &mut dispatcher).await;
     });
     Service {
         api: Router::new(),
         ready,
-        metrics: Arc::new(move || metrics.render()),
+        metrics: registry.clone(),
     }
 }
 
@@ -97,26 +89,16 @@ struct Dispatcher {
     metrics: Arc<Metrics>,
 }
 
-impl Dispatcher {
-    async fn run(&self, mut consumer: Box<dyn LogConsumer>, batch: usize) {
-        loop {
-            let records = match consumer.next_batch(batch, Duration::from_millis(5)).await {
-                Ok(records) => records,
-                Err(e) => {
-                    tracing::warn!(error = %e, "events consumer error");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
-                }
-            };
-            self.route(&records).await;
-            if let Err(e) = consumer.commit(&records) {
-                // Uncommitted events are routed again after a rebalance; the
-                // pusher drops what it already delivered by seq.
-                tracing::warn!(error = %e, "cannot commit events offsets");
-            }
-        }
+#[async_trait::async_trait]
+impl BatchHandler for Dispatcher {
+    /// Routes the batch; uncommitted events are routed again after a
+    /// rebalance, and the pusher drops what it already delivered by seq.
+    async fn handle(&mut self, records: &[Record]) {
+        self.route(records).await;
     }
+}
 
+impl Dispatcher {
     /// Forwards every event in `records` to the nodes that follow its stream
     /// (every live node for `all`), and returns once every copy is
     /// acknowledged (or given up).
@@ -129,6 +111,7 @@ impl Dispatcher {
                         || e.stream.starts_with("topic:")
                         || stream_user(&e.stream).is_some() =>
                 {
+                    self.metrics.consume_delay.since_accepted(e.ts);
                     events.push((r, e.stream))
                 }
                 Ok(e) => self.skip(r, &format!("unknown stream {}", e.stream)),
@@ -145,12 +128,17 @@ impl Dispatcher {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
+        // Without routes nothing can be routed, and committing past the batch
+        // would drop live deliveries: ask until the registry answers.
         let routes = self
-            .until_answered("route lookup", || self.routes.lookup(&streams))
+            .metrics
+            .route_lookup
+            .time(until_answered("route lookup", || {
+                self.routes.lookup(&streams)
+            }))
             .await;
         let everyone = if events.iter().any(|(_, s)| s == ALL_STREAM) {
-            self.until_answered("live nodes", || self.routes.live_nodes())
-                .await
+            until_answered("live nodes lookup", || self.routes.live_nodes()).await
         } else {
             Vec::new()
         };
@@ -163,7 +151,7 @@ impl Dispatcher {
                 match routes.get(stream) {
                     Some(nodes) => nodes,
                     None => {
-                        Metrics::inc(&self.metrics.offline, 1);
+                        self.metrics.offline.inc();
                         continue;
                     }
                 }
@@ -180,58 +168,44 @@ impl Dispatcher {
     }
 
     fn skip(&self, r: &Record, why: &str) {
-        Metrics::inc(&self.metrics.invalid, 1);
+        self.metrics.invalid.inc();
         tracing::warn!(topic = %r.topic, partition = r.partition, offset = r.offset, why, "skipping invalid event");
     }
 
-    /// Asks the registry until it answers: without routes nothing can be
-    /// routed, and committing past the batch would drop live deliveries.
-    async fn until_answered<T, F, Fut>(&self, what: &str, ask: F) -> T
-    where
-        F: Fn() -> Fut,
-        Fut: std::future::Future<Output = Result<T, herald_common::routes::RouteError>>,
-    {
-        let mut attempt = 0u32;
-        loop {
-            match ask().await {
-                Ok(answer) => return answer,
-                Err(e) => {
-                    attempt += 1;
-                    tracing::warn!(error = %e, attempt, "{what} failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt.min(20))))
-                        .await;
-                }
-            }
-        }
-    }
-
+    /// Publishes every copy, retrying only the ones that failed, until all
+    /// are acknowledged or the attempts run out (replay delivers the rest).
     async fn publish_all(&self, mut outgoing: Vec<OutgoingRecord>) {
-        let mut attempt = 0;
+        let mut delays = Policy::bounded(MAX_PUBLISH_ATTEMPTS).delays();
         while !outgoing.is_empty() {
-            attempt += 1;
-            let results = self.log.publish(outgoing.clone()).await;
+            let results = self
+                .metrics
+                .node_publish
+                .time(self.log.publish(outgoing.clone()))
+                .await;
             let total = outgoing.len();
             let mut failed = Vec::new();
+            let mut first_error = None;
             for (record, result) in outgoing.into_iter().zip(results) {
                 if let Err(e) = result {
-                    tracing::warn!(topic = %record.topic, error = %e, attempt, "node publish failed");
+                    first_error.get_or_insert(e);
                     failed.push(record);
                 }
             }
-            Metrics::inc(&self.metrics.forwarded, (total - failed.len()) as u64);
-            if !failed.is_empty() && attempt >= MAX_PUBLISH_ATTEMPTS {
-                Metrics::inc(&self.metrics.given_up, failed.len() as u64);
+            self.metrics.forwarded.inc_by((total - failed.len()) as u64);
+            let Some(error) = first_error else {
+                return;
+            };
+            let Some(wait) = delays.next() else {
+                self.metrics.given_up.inc_by(failed.len() as u64);
                 tracing::error!(
-                    count = failed.len(),
+                    count = failed.len(), %error,
                     "giving up live delivery; replay will deliver"
                 );
                 return;
-            }
+            };
+            tracing::warn!(count = failed.len(), %error, retry_in = ?wait, "node publish failed; retrying");
+            tokio::time::sleep(wait).await;
             outgoing = failed;
-            if !outgoing.is_empty() {
-                let jitter = rand::random::<u64>() % 100;
-                tokio::time::sleep(Duration::from_millis(100 * attempt as u64 + jitter)).await;
-            }
         }
     }
 }

@@ -36,7 +36,7 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use herald_common::log::{
-    Log, LogConsumer, LogError, OutgoingRecord, Record, StartAt, commit_positions,
+    Log, LogConsumer, LogError, OutgoingRecord, PartitionLag, Record, StartAt, commit_positions,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -488,6 +488,34 @@ impl LogConsumer for MemoryConsumer {
 
     fn assigned(&self) -> watch::Receiver<bool> {
         self.assigned.subscribe()
+    }
+
+    fn lag(&self) -> Vec<PartitionLag> {
+        let state = lock(&self.state);
+        let Some(member) = state
+            .groups
+            .get(&self.group)
+            .and_then(|g| g.members.get(&self.id))
+        else {
+            return Vec::new();
+        };
+        member
+            .positions
+            .iter()
+            .filter_map(|((topic, partition), position)| {
+                let end = state
+                    .topics
+                    .get(topic)?
+                    .partitions
+                    .get(*partition as usize)?
+                    .end();
+                Some(PartitionLag {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    records: (end - position).max(0),
+                })
+            })
+            .collect()
     }
 }
 

@@ -8,6 +8,7 @@ use herald_common::config::{
 use herald_common::http::Service;
 use herald_common::listener::Listener;
 use herald_common::log::Log;
+use herald_common::metrics::Registry;
 use herald_common::routes::RouteRegistry;
 use herald_common::store::MessageStore;
 use herald_embedded::{MemoryLog, MemoryRoutes, SqliteStore};
@@ -241,12 +242,14 @@ pub async fn run(cli: Cli<Config>) -> anyhow::Result<()> {
     let log: Arc<dyn Log> = Arc::new(MemoryLog::dropping_consumed());
     let routes: Arc<dyn RouteRegistry> = Arc::new(MemoryRoutes::new());
     let verifier = Arc::new(LocalVerifier { secret: jwt_secret });
+    // One registry for the process: `/metrics` shows every service's once.
+    let metrics = Registry::default();
 
     let mut services = vec![
         authsvc::start(auth),
-        collector::start(collector, store.clone(), log.clone()),
-        dispatcher::start(dispatcher, log.clone(), routes.clone()),
-        pusher::start(pusher, log, routes, store, verifier).await?,
+        collector::start(collector, store.clone(), log.clone(), &metrics),
+        dispatcher::start(dispatcher, log.clone(), routes.clone(), &metrics),
+        pusher::start(pusher, log, routes, store, verifier, &metrics).await?,
     ];
     if own.demo {
         services.push(crate::demo::service(api_key.expose().to_string()));

@@ -10,6 +10,7 @@ mod connection;
 mod cursor;
 mod frames;
 mod hub;
+mod metrics;
 mod node_topic;
 mod progress;
 mod publish;
@@ -26,7 +27,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use herald_cluster::{KafkaConfig, KafkaLog, MongoStore, RedisConfig, RedisRoutes};
 use herald_common::http::{ApiError, Service, bearer, shutdown_signal};
-use herald_common::log::{Log, StartAt};
+use herald_common::log::Log;
+use herald_common::metrics::Registry;
 use herald_common::routes::RouteRegistry;
 use herald_common::store::MessageStore;
 use hub::Hub;
@@ -69,7 +71,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let store: Arc<dyn MessageStore> =
         Arc::new(MongoStore::connect(&config.infra.mongo_uri, &names.database()).await?);
     let verifier: Arc<dyn Verifier> = Arc::new(AuthClient::new(&config.auth_url));
-    let service = start(config.clone(), log, routes.clone(), store, verifier).await?;
+    let registry = Registry::default();
+    let service = start(
+        config.clone(),
+        log,
+        routes.clone(),
+        store,
+        verifier,
+        &registry,
+    )
+    .await?;
 
     let listener = Listener::bind(config.addr, &config.tls).await?;
     tracing::info!(addr = %listener.local_addr()?, scheme = listener.scheme(), node = %config.node_id, "pusher listening");
@@ -83,22 +94,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
 }
 
-/// Starts a push node on the given log, registry, store and token verifier:
-/// creates its topic, joins it, and returns the node as a service.
+/// Starts a push node on the given log, route registry, store and token verifier,
+/// its metrics in the process's metrics `registry`, and returns the node as a
+/// service at once: it creates and joins its topic in the background, and is
+/// ready (accepts connections) once it reads that topic.
 pub async fn start(
     config: Config,
     log: Arc<dyn Log>,
     routes: Arc<dyn RouteRegistry>,
     store: Arc<dyn MessageStore>,
     verifier: Arc<dyn Verifier>,
+    registry: &Registry,
 ) -> anyhow::Result<Service> {
     let names = config.infra.names();
-    let topic = names.node_topic(&config.node_id);
-    // One partition: the node's whole topic is one ordered sequence.
-    while let Err(e) = log.ensure_topic(&topic, 1).await {
-        tracing::warn!(%topic, error = %e, "cannot create node topic; retrying");
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
     let leases = Leases {
         ttl: Duration::from_secs(config.route_ttl_secs),
     };
@@ -106,20 +114,20 @@ pub async fn start(
     if let Err(e) = routes.node_heartbeat(&config.node_id, leases.ttl).await {
         tracing::warn!(error = %e, "registry unreachable at start; the heartbeat will retry");
     }
-    let consumer = log
-        .consume(
-            &names.pusher_group(&config.node_id),
-            std::slice::from_ref(&topic),
-            StartAt::Earliest,
-        )
-        .await?;
-    let ready = consumer.assigned();
+    // Ready (accepting connections) once the node reads its own topic.
+    let (assigned, ready) = watch::channel(false);
 
     let hub = Arc::new(Hub::default());
     let registrar = registration::spawn(routes, hub.clone(), config.node_id.clone(), leases);
     let progress = Arc::new(Progress::default());
     progress::spawn(progress.clone(), store.clone(), Duration::from_secs(1));
-    tokio::spawn(node_topic::run(consumer, hub.clone()));
+    let subscription = node_topic::subscription(&names, &config.node_id, registry);
+    let mut node_topic = node_topic::NodeTopic {
+        hub: hub.clone(),
+        metrics: Arc::new(metrics::Metrics::register(registry, &hub)),
+    };
+    let topic_log = log.clone();
+    tokio::spawn(async move { subscription.run(topic_log, assigned, &mut node_topic).await });
 
     let node = Arc::new(Node {
         auth: verifier,
@@ -149,13 +157,7 @@ pub async fn start(
     Ok(Service {
         api,
         ready,
-        metrics: Arc::new(move || {
-            format!(
-                "herald_pusher_connections {}\nherald_pusher_streams {}\n",
-                hub.connection_count(),
-                hub.streams().len()
-            )
-        }),
+        metrics: registry.clone(),
     })
 }
 

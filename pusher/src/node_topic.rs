@@ -6,24 +6,42 @@
 
 use crate::frames::{self, client_stream};
 use crate::hub::{Hub, LiveEvent};
+use crate::metrics::Metrics;
+use async_trait::async_trait;
 use herald_common::envelope::Event;
-use herald_common::log::LogConsumer;
+use herald_common::log::{BatchHandler, Record, StartAt, Subscription};
+use herald_common::metrics::Registry;
+use herald_common::names::Names;
 use std::sync::Arc;
 use std::time::Duration;
 
 const BATCH: usize = 1000;
 
-pub async fn run(mut consumer: Box<dyn LogConsumer>, hub: Arc<Hub>) {
-    loop {
-        let records = match consumer.next_batch(BATCH, Duration::from_millis(1)).await {
-            Ok(records) => records,
-            Err(e) => {
-                tracing::warn!(error = %e, "node topic consumer error");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
-        };
-        for r in &records {
+/// The node topic of `node_id`, read by this node alone: one partition, so
+/// the whole topic is one ordered sequence.
+pub fn subscription(names: &Names, node_id: &str, metrics: &Registry) -> Subscription {
+    Subscription {
+        group: names.pusher_group(node_id),
+        topic: names.node_topic(node_id),
+        partitions: 1,
+        start: StartAt::Earliest,
+        batch: BATCH,
+        linger: Duration::from_millis(1),
+        metrics: metrics.clone(),
+    }
+}
+
+pub struct NodeTopic {
+    pub hub: Arc<Hub>,
+    pub metrics: Arc<Metrics>,
+}
+
+#[async_trait]
+impl BatchHandler for NodeTopic {
+    /// Handing to the connections' queues is all this node promises for a
+    /// live event; anything lost later is replayed from the store.
+    async fn handle(&mut self, records: &[Record]) {
+        for r in records {
             let event: Event = match serde_json::from_slice(&r.value) {
                 Ok(event) => event,
                 Err(e) => {
@@ -31,7 +49,8 @@ pub async fn run(mut consumer: Box<dyn LogConsumer>, hub: Arc<Hub>) {
                     continue;
                 }
             };
-            if !hub.has(&event.stream) {
+            self.metrics.consume_delay.since_accepted(event.ts);
+            if !self.hub.has(&event.stream) {
                 continue;
             }
             let frame = frames::msg(&event, client_stream(&event.stream));
@@ -40,12 +59,8 @@ pub async fn run(mut consumer: Box<dyn LogConsumer>, hub: Arc<Hub>) {
                 seq: event.seq,
                 frame,
             });
-            hub.deliver(&live);
-        }
-        // Handing to the connections' queues is all this node promises for a
-        // live event; anything lost later is replayed from the store.
-        if let Err(e) = consumer.commit(&records) {
-            tracing::debug!(error = %e, "cannot commit node topic offsets");
+            self.hub.deliver(&live);
+            self.metrics.accept_to_handoff.since_accepted(event.ts);
         }
     }
 }
