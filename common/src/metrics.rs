@@ -27,11 +27,14 @@ pub struct Registry {
     inner: Arc<Shared>,
 }
 
+/// Where a sampled gauge reads its value.
+type Sample = Box<dyn Fn() -> i64 + Send + Sync>;
+
 #[derive(Default)]
 struct Shared {
     registry: Mutex<prometheus_client::registry::Registry>,
     /// Gauges read from their source at each scrape, with that source.
-    sampled: Mutex<Vec<(Gauge, Box<dyn Fn() -> i64 + Send + Sync>)>>,
+    sampled: Mutex<Vec<(Gauge, Sample)>>,
     /// Registered by the first consumer that asks, shared by the others.
     consumer_lag: OnceLock<ConsumerLag>,
 }
