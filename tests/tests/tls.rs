@@ -6,6 +6,7 @@
 
 use anyhow::{Context, Result, bail};
 use herald_tests::{API_KEY, PATIENCE, WsClient, free_port, program};
+use rustls::pki_types::pem::PemObject;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
