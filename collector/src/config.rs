@@ -1,7 +1,9 @@
 //! The collector's settings: the `[collector]` section, `[infra]`,
 //! `[limits]` and `[tls]`.
 
-use herald_common::config::{Tls, TlsFlags, ApiKeyFlag, Infra, InfraFlags, LimitsFlags, Secret, Settings};
+use herald_common::config::{
+    ApiKeyFlag, Infra, InfraFlags, LimitsFlags, Secret, Settings, Tls, TlsFlags,
+};
 use herald_common::envelope::Limits;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;

@@ -189,9 +189,7 @@ impl Service {
     ) -> anyhow::Result<()> {
         let listener = crate::listener::Listener::bind(addr, tls).await?;
         tracing::info!(addr = %listener.local_addr()?, scheme = listener.scheme(), "{name} listening");
-        listener
-            .serve(self.into_router(), shutdown_signal())
-            .await
+        listener.serve(self.into_router(), shutdown_signal()).await
     }
 }
 

@@ -27,6 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use herald_cluster::{KafkaConfig, KafkaLog, MongoStore, RedisConfig, RedisRoutes};
 use herald_common::http::{ApiError, Service, bearer, shutdown_signal};
+use herald_common::listener::Listener;
 use herald_common::log::Log;
 use herald_common::metrics::Registry;
 use herald_common::routes::RouteRegistry;
@@ -37,7 +38,6 @@ use registration::{Leases, Registrar};
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
-use herald_common::listener::Listener;
 use tokio::sync::watch;
 
 pub use config::{Config, Flags};

@@ -4,9 +4,9 @@
 use anyhow::{Context, Result, bail};
 use futures::{SinkExt, StreamExt};
 use serde_json::Value;
+use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use std::sync::Arc;
 use tokio_tungstenite::{
     Connector, MaybeTlsStream, WebSocketStream, connect_async, connect_async_tls_with_config,
 };

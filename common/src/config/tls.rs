@@ -40,11 +40,19 @@ impl Tls {
 #[derive(clap::Args, Clone, Debug, Default, Serialize)]
 pub struct TlsFlags {
     /// PEM certificate chain: serve HTTPS and wss:// (reloaded on SIGHUP).
-    #[arg(long = "tls-cert-file", env = "HERALD_TLS_CERT_FILE", value_name = "PATH")]
+    #[arg(
+        long = "tls-cert-file",
+        env = "HERALD_TLS_CERT_FILE",
+        value_name = "PATH"
+    )]
     pub cert_file: Option<PathBuf>,
 
     /// PEM private key of the certificate (reloaded on SIGHUP).
-    #[arg(long = "tls-key-file", env = "HERALD_TLS_KEY_FILE", value_name = "PATH")]
+    #[arg(
+        long = "tls-key-file",
+        env = "HERALD_TLS_KEY_FILE",
+        value_name = "PATH"
+    )]
     pub key_file: Option<PathBuf>,
 }
 
