@@ -156,10 +156,10 @@ fn print_config_masks_secrets() {
 fn every_subcommand_prints_its_sections() {
     let env = [("HERALD_MAX_PAYLOAD_BYTES", "1234")];
     for (program, sections) in [
-        ("authsvc", &["authsvc", "limits"][..]),
-        ("collector", &["collector", "infra", "limits"][..]),
-        ("dispatcher", &["dispatcher", "infra"][..]),
-        ("pusher", &["pusher", "infra", "limits"][..]),
+        ("authsvc", &["authsvc", "limits", "tls"][..]),
+        ("collector", &["collector", "infra", "limits", "tls"][..]),
+        ("dispatcher", &["dispatcher", "infra", "tls"][..]),
+        ("pusher", &["pusher", "infra", "limits", "tls"][..]),
     ] {
         let c = printed(&[program, "--print-config"], &env);
         let keys: Vec<&str> = c.keys().map(String::as_str).collect();
@@ -199,6 +199,7 @@ fn standalone_prints_the_services_inside_as_they_will_run() {
         keys,
         [
             "standalone",
+            "tls",
             "authsvc",
             "limits",
             "collector",

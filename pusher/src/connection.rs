@@ -17,6 +17,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use herald_common::envelope::{
     ALL_STREAM, pattern_matches, topic_stream, user_stream, valid_topic,
 };
+use herald_common::retry::Policy;
 use herald_common::store::StreamInfo;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -54,8 +55,13 @@ const PAGE: usize = 500;
 /// How often the server pings, and how long silence may last.
 const PING_EVERY: Duration = Duration::from_secs(25);
 const IDLE_AFTER: Duration = Duration::from_secs(75);
-/// Re-reads of the store while waiting for a seq that is not readable yet.
-const GAP_RETRIES: u32 = 8;
+/// How long a connection waits for a seq that is not readable yet (a lagging
+/// read, or a hole that may still fill): 8 more reads of the store, 50 ms
+/// apart at first, doubling to 250 ms, jittered (about 2 to 3 s in all),
+/// before it reports the hole or gives up.
+const GAP_WAIT: Policy = Policy::bounded(9)
+    .starting_at(Duration::from_millis(50))
+    .capped_at(Duration::from_millis(250));
 /// Longest the server tries to send its close frame: a client that does not
 /// take it gets none.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -290,7 +296,7 @@ impl Conn {
     /// (`until: None`) or up to `until`, waiting a bounded time for ones not
     /// readable yet.
     async fn fill(&mut self, stream: &str, until: Option<u64>) -> Step {
-        let mut waited = 0;
+        let mut waits = GAP_WAIT.delays();
         loop {
             let Some(cursor) = self.cursor(stream) else {
                 return Ok(()); // unsubscribed meanwhile
@@ -315,17 +321,17 @@ impl Conn {
                 Page::Empty => {
                     // The live event proves later seqs exist; this one is not
                     // readable yet (a lagging read). Wait, never skip.
-                    waited += 1;
-                    if waited > GAP_RETRIES {
+                    let Some(wait) = waits.next() else {
                         return Err(Ending::Close(close::STORE_UNAVAILABLE, "cannot fill gap"));
-                    }
-                    tokio::time::sleep(Duration::from_millis(50 * u64::from(waited))).await;
-                }
-                Page::HoleBefore { .. } if waited < GAP_RETRIES => {
-                    waited += 1;
-                    tokio::time::sleep(Duration::from_millis(50 * u64::from(waited))).await;
+                    };
+                    tokio::time::sleep(wait).await;
                 }
                 Page::HoleBefore { next_kept } => {
+                    if let Some(wait) = waits.next() {
+                        // It may be a lagging read: give it the same time.
+                        tokio::time::sleep(wait).await;
+                        continue;
+                    }
                     // Later entries are kept and earlier ones are not: they
                     // expired (messages may carry different ttls). Say so,
                     // and go on from the next kept one.
@@ -338,10 +344,10 @@ impl Conn {
                     .text();
                     self.send(reset).await?;
                     self.move_cursor(stream, next_kept - 1);
-                    waited = 0;
+                    waits = GAP_WAIT.delays();
                 }
                 Page::Run { run, hole_after } => {
-                    waited = 0;
+                    waits = GAP_WAIT.delays();
                     let name = client_stream(stream);
                     for event in &page[..run] {
                         self.send(frames::msg(event, name)).await?;
