@@ -52,6 +52,15 @@ impl Refusal {
     }
 }
 
+/// The stored idempotency key of `user`'s publish with key `key`: scoped to
+/// the user, so two users' keys never collide, and a retried publish is
+/// stored once. The user id's length comes first because ids may contain
+/// `:`: without it, user `a:b` with key `c` and user `a` with key `b:c`
+/// would share `client:a:b:c`.
+pub fn scoped_key(user: &str, key: &str) -> String {
+    format!("client:{}:{user}:{key}", user.len())
+}
+
 /// Builds the submission a client's `publish` stands for, validates it
 /// against `limits` (which parses `to` into its typed target), then checks
 /// that target against the claims of `identity`.
@@ -65,12 +74,10 @@ pub fn prepare(
 ) -> Result<Prepared, Refusal> {
     let id = uuid::Uuid::now_v7().to_string();
     let user = &identity.user_id;
-    // The client's key is scoped to its user, so two users' keys never
-    // collide, and a retried publish is stored once.
     let record = serde_json::json!({
         "to": to,
         "payload": payload,
-        "key": format!("client:{user}:{key}"),
+        "key": scoped_key(user, key),
         "from": user,
         "id": id,
     })
@@ -143,8 +150,15 @@ mod tests {
         let record: serde_json::Value = serde_json::from_slice(&ok.record.value).unwrap();
         assert_eq!(
             record,
-            json!({"to": {"topic": "room-7"}, "payload": {"x": 1}, "key": "client:u1:k", "from": "u1", "id": ok.id})
+            json!({"to": {"topic": "room-7"}, "payload": {"x": 1}, "key": "client:2:u1:k", "from": "u1", "id": ok.id})
         );
+    }
+
+    #[test]
+    fn keys_of_users_whose_ids_contain_a_colon_never_collide() {
+        assert_ne!(scoped_key("a:b", "c"), scoped_key("a", "b:c"));
+        assert_ne!(scoped_key("a", ""), scoped_key("", "a"));
+        assert_eq!(scoped_key("u1", "k"), "client:2:u1:k");
     }
 
     #[test]

@@ -71,8 +71,11 @@ impl WsClient {
 
     /// The next text frame, parsed.
     pub async fn next_frame(&mut self) -> Result<Value> {
+        // One deadline for the whole wait: the server's pings (every 25 s)
+        // must not restart it, or a frame that never comes hangs the test.
+        let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
-            let message = tokio::time::timeout(PATIENCE, self.socket.next())
+            let message = tokio::time::timeout_at(deadline, self.socket.next())
                 .await
                 .context("no frame in time")?
                 .context("connection ended")??;
@@ -119,8 +122,9 @@ impl WsClient {
     /// Waits for the server to close the connection, reading (and discarding)
     /// frames until it does; returns the close code.
     pub async fn closed(&mut self) -> Result<Closed> {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
-            let message = tokio::time::timeout(PATIENCE, self.socket.next())
+            let message = tokio::time::timeout_at(deadline, self.socket.next())
                 .await
                 .context("not closed in time")?;
             match message {

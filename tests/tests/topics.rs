@@ -319,3 +319,27 @@ async fn topic_subscribers_of_a_killed_pusher_resume_on_the_other_without_loss()
     assert_eq!(got, (1..=N).collect::<Vec<_>>());
     Ok(())
 }
+
+#[tokio::test]
+async fn client_keys_of_users_whose_ids_contain_a_colon_stay_apart() -> Result<()> {
+    // Before keys carried the user id's length, user `a:b` with key `c` and
+    // user `a` with key `b:c` shared the stored key `client:a:b:c`: the second
+    // publish was taken for a retry of the first and never delivered.
+    let cluster = Cluster::start("colon-keys", Topology::default()).await?;
+    let mut listener = subscriber(&cluster, 0, "ned", "room-9", None).await?;
+    for (user, key) in [("a:b", "c"), ("a", "b:c")] {
+        let mut sender =
+            connect_with_claims(&cluster, 0, json!({"user_id": user, "publish": ["room-*"]}))
+                .await?;
+        sender
+            .send_json(
+                json!({"type": "publish", "to": {"topic": "room-9"}, "payload": user, "key": key}),
+            )
+            .await?;
+        assert_eq!(sender.next_frame().await?["type"], "published");
+    }
+    let got = listener.msgs(2).await?;
+    let froms: Vec<&str> = got.iter().filter_map(|m| m["from"].as_str()).collect();
+    assert_eq!(froms, ["a:b", "a"]);
+    Ok(())
+}
