@@ -163,24 +163,29 @@ impl Drop for Server {
     }
 }
 
+/// `herald standalone` on `port` with both TLS files.
 fn standalone(files: &Files, port: u16) -> Server {
-    let addr = format!("127.0.0.1:{port}");
-    Server::spawn(
-        "herald",
-        &[
-            "standalone",
-            "--addr",
-            &addr,
-            "--data-dir",
-            files.data.to_str().unwrap(),
-            "--tls-cert-file",
-            files.cert.to_str().unwrap(),
-            "--tls-key-file",
-            files.key.to_str().unwrap(),
-        ],
-        &files.log,
-        &[("HERALD_API_KEY", API_KEY)],
+    standalone_with(
+        files,
+        port,
+        &["--tls-key-file", files.key.to_str().unwrap()],
     )
+}
+
+/// `herald standalone` on `port` with the certificate file and `more` flags.
+fn standalone_with(files: &Files, port: u16, more: &[&str]) -> Server {
+    let addr = format!("127.0.0.1:{port}");
+    let mut args = vec![
+        "standalone",
+        "--addr",
+        &addr,
+        "--data-dir",
+        files.data.to_str().unwrap(),
+        "--tls-cert-file",
+        files.cert.to_str().unwrap(),
+    ];
+    args.extend_from_slice(more);
+    Server::spawn("herald", &args, &files.log, &[("HERALD_API_KEY", API_KEY)])
 }
 
 async fn token(https: &reqwest::Client, port: u16, user: &str) -> Result<String> {
@@ -323,21 +328,7 @@ async fn half_a_pair_or_an_unreadable_certificate_stops_the_program_at_start() -
     // A certificate without its key.
     let files = Files::new();
     Pair::new().write(&files);
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut half = Server::spawn(
-        "herald",
-        &[
-            "standalone",
-            "--addr",
-            &addr,
-            "--data-dir",
-            files.data.to_str().unwrap(),
-            "--tls-cert-file",
-            files.cert.to_str().unwrap(),
-        ],
-        &files.log,
-        &[("HERALD_API_KEY", API_KEY)],
-    );
+    let mut half = standalone_with(&files, free_port(), &[]);
     assert!(half.failed().await?);
     assert!(half.log().contains("key_file"), "{}", half.log());
     assert!(
